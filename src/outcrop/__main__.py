@@ -1,0 +1,3 @@
+from outcrop.cli import main
+
+main()

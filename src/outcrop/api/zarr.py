@@ -1,0 +1,135 @@
+"""Zarr v2 and v3 over HTTP at `/zarr/{id}/{key}`, as a bare ASGI app.
+
+This route carries most of the traffic (every chunk is a request), so it bypasses the
+framework's routing and validation: a dict lookup for metadata, a cached or stored byte
+range for a chunk. Both formats share one URL; the key tells which (`zarr.json`, `c/…` are
+v3; `.zmetadata`, `.zarray`, dotted chunk keys are v2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from anyio import CapacityLimiter
+
+from outcrop.api.errors import problem
+from outcrop.catalog import Entry
+from outcrop.errors import DatasetNotFound, OutcropError
+from outcrop.log import logger
+from outcrop.pipeline import Pipeline, zarr_format_of
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logger(__name__)
+JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+ALLOW = b"GET, HEAD, OPTIONS"
+
+
+class ZarrApp:
+    """Serves `/zarr/…` (the prefix already removed from `scope["path"]`)."""
+
+    def __init__(self, pipeline: Pipeline, limiter: CapacityLimiter) -> None:
+        self.pipeline = pipeline
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "OPTIONS":
+            await respond(send, 204, b"", b"text/plain", extra=cors_preflight())
+            return
+        if method not in ("GET", "HEAD"):
+            await respond(send, 405, b"", b"text/plain", extra=[(b"allow", ALLOW)])
+            return
+        try:
+            status, body, kind, headers = await self.answer(scope)
+        except OutcropError as exc:
+            status, body = problem(exc)
+            kind, headers = b"application/problem+json", []
+            if status >= 500:
+                log.error("zarr_failed", path=scope["path"], error=exc.message)
+        await respond(
+            send, status, b"" if method == "HEAD" else body, kind, extra=headers, length=len(body)
+        )
+
+    async def answer(self, scope: Scope) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+        entry, key = self.resolve(scope["path"])
+        fmt = zarr_format_of(key)
+        view = self.pipeline.cached_view(entry, fmt)
+        if view is None:
+            view = await anyio.to_thread.run_sync(
+                self.pipeline.zarr_view, entry, fmt, limiter=self.limiter
+            )
+        doc = view.documents.get(key)
+        if doc is not None:
+            etag = f'"{entry.version}-{fmt}"'.encode()
+            if _header(scope, b"if-none-match") == etag:
+                return 304, b"", JSON, [(b"etag", etag)]
+            return 200, doc, JSON, [(b"etag", etag), (b"cache-control", b"no-cache")]
+        if key.rsplit("/", 1)[-1] in (".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata"):
+            raise DatasetNotFound(f"no key {key!r} in dataset {entry.id!r}")
+        read = self.pipeline.locate_chunk(entry, view, key)
+        if read is None:
+            raise DatasetNotFound(f"chunk {key!r} was never written: read it as the fill value")
+        data = read.data
+        if data is None:
+            data = await anyio.to_thread.run_sync(
+                self.pipeline.read_chunk, entry, read, limiter=self.limiter
+            )
+        return 200, data, OCTETS, []
+
+    def resolve(self, path: str) -> tuple[Entry, str]:
+        """Split `{id}/{key}`: the longest leading part that names a dataset is the id."""
+        parts = path.strip("/").split("/")
+        catalog = self.pipeline.catalog
+        for cut in range(len(parts) - 1, 0, -1):
+            ds_id = "/".join(parts[:cut])
+            if ds_id in catalog:
+                return catalog.get(ds_id), "/".join(parts[cut:])
+        raise DatasetNotFound(
+            f"no dataset in {path!r}; Zarr keys are /zarr/{{id}}/{{key}}, ids are listed at "
+            "/api/datasets"
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def cors_preflight() -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-methods", ALLOW),
+        (b"access-control-allow-headers", b"*"),
+        (b"access-control-max-age", b"86400"),
+    ]
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    kind: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    length: int | None = None,
+) -> None:
+    headers = [
+        (b"content-type", kind),
+        (b"content-length", str(len(body) if length is None else length).encode()),
+        (b"access-control-allow-origin", b"*"),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value)

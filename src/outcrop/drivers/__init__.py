@@ -1,0 +1,65 @@
+"""Source drivers, one module per kind, found through the `outcrop.drivers` entry points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from outcrop.errors import BadQuery
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's bytes are: one or more files, an optional group, an aggregation."""
+
+    paths: tuple[Path, ...]
+    group: str | None = None
+    aggregate: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Probe:
+    title: str = ""
+    groups: tuple[str, ...] = ()
+
+
+class Driver(Protocol):
+    """What every source driver provides."""
+
+    name: str
+
+    def can_open(self, path: Path) -> bool: ...
+
+    def open(self, source: Source) -> xr.Dataset: ...
+
+    def probe(self, path: Path) -> Probe:
+        """What a scan records of a file: its title and the groups that are datasets."""
+        ...
+
+
+def drivers() -> dict[str, Driver]:
+    """Every installed driver, by name; built-ins register like third-party plugins."""
+    found: dict[str, Driver] = {}
+    for ep in entry_points(group="outcrop.drivers"):
+        found[ep.name] = ep.load()()
+    if "grid" not in found:  # running from a source tree without installed metadata
+        from outcrop.drivers.grid import GridDriver
+
+        found["grid"] = GridDriver()
+    return found
+
+
+def driver(name: str) -> Driver:
+    known = drivers()
+    if name not in known:
+        raise BadQuery(
+            f"unknown driver {name!r}; installed drivers are {', '.join(sorted(known))}",
+            parameter="driver",
+        )
+    return known[name]

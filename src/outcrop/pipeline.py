@@ -1,0 +1,230 @@
+"""The one path from (dataset, request) to bytes. Protocol modules call only this."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from outcrop.cache import ByteLRU
+from outcrop.catalog import Catalog, Entry
+from outcrop.drivers.grid import stored_chunks
+from outcrop.errors import SourceError
+from outcrop.formats.zarr import ArrayPlan, ZarrFormat, ZarrView, build_view, encode_chunk
+from outcrop.model import StoredChunks
+from outcrop.settings import Settings
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+V2_DOCUMENTS = (".zmetadata", ".zgroup", ".zattrs", ".zarray")
+V3_DOCUMENT = "zarr.json"
+
+
+def zarr_format_of(key: str) -> ZarrFormat:
+    """Which Zarr format a store key belongs to: v3 keys are `zarr.json` and `name/c/…`."""
+    name = key.rsplit("/", 1)[-1]
+    if name == V3_DOCUMENT or "/c/" in key or key.endswith("/c"):
+        return 3
+    return 2
+
+
+@dataclass(frozen=True)
+class ChunkRead:
+    """Where a chunk's bytes come from: ready bytes, a file range, or a chunk to encode."""
+
+    key: Hashable
+    data: bytes | None = None
+    fd: int = -1
+    offset: int = 0
+    size: int = 0
+    plan: ArrayPlan | None = None
+    coords: tuple[int, ...] = ()
+    zarr_format: ZarrFormat = 2
+
+
+class Pipeline:
+    """Datasets from the catalog, turned into the bytes each protocol sends."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.chunks = ByteLRU(settings.cache_mb * 2**20)
+        self._views: dict[tuple[str, str, int], ZarrView] = {}
+        self._fds: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+
+    def entry(self, ds_id: str) -> Entry:
+        return self.catalog.get(ds_id)
+
+    def dataset(self, ds_id: str) -> xr.Dataset:
+        return self.catalog.open(ds_id)
+
+    def info(self, ds_id: str) -> dict[str, Any]:
+        """Blocking: the metadata document of a dataset."""
+        entry = self.catalog.get(ds_id)
+        doc = {
+            "id": entry.id,
+            "title": entry.title,
+            "description": entry.description,
+            "version": entry.version,
+            "driver": entry.driver,
+        }
+        return {**doc, **describe(self.catalog.open(ds_id))}
+
+    # -- Zarr ----------------------------------------------------------------------
+    def cached_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
+        return self._views.get((entry.id, entry.version, fmt))
+
+    def zarr_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
+        """The Zarr view of a dataset version, built once (blocking: opens the dataset)."""
+        key = (entry.id, entry.version, fmt)
+        with self._build_lock:
+            return self._views.get(key) or self._build_view(entry, fmt)
+
+    def _build_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
+        ds = self.catalog.open(entry.id)
+        path = entry.source.paths[0]
+        single = len(entry.source.paths) == 1 and not entry.source.aggregate
+
+        def stored(name: str) -> StoredChunks | None:
+            return stored_chunks(path, entry.source.group, name) if single else None
+
+        view = build_view(ds, fmt, stored)
+        self._views[(entry.id, entry.version, fmt)] = view
+        return view
+
+    def locate_chunk(self, entry: Entry, view: ZarrView, key: str) -> ChunkRead | None:
+        """Where a chunk's bytes are, without blocking; None for a chunk never written."""
+        plan, coords = view.parse_chunk_key(key)
+        cache_key = (entry.id, entry.version, view.zarr_format, key)
+        hit = self.chunks.get(cache_key)
+        if hit is not None:
+            return ChunkRead(cache_key, data=hit)
+        if plan.stored is None:
+            return ChunkRead(cache_key, plan=plan, coords=coords, zarr_format=view.zarr_format)
+        raw = plan.stored.get(coords)
+        if raw is None:
+            return None
+        fd = self._fd(str(raw.path), entry.version)
+        return ChunkRead(cache_key, fd=fd, offset=raw.offset, size=raw.size)
+
+    def read_chunk(self, entry: Entry, read: ChunkRead) -> bytes:
+        """Blocking: read a stored chunk's bytes, or encode the chunk; cache the result."""
+        if read.data is not None:
+            return read.data
+        if read.plan is not None:
+            data = self._encode(entry, read.plan, read.coords, read.zarr_format)
+        else:
+            data = os.pread(read.fd, read.size, read.offset)
+            if len(data) != read.size:
+                raise SourceError(f"{entry.id}: a stored chunk is shorter than its index says")
+        self.chunks.set(read.key, data)
+        return data
+
+    def _encode(
+        self, entry: Entry, plan: ArrayPlan, coords: tuple[int, ...], fmt: ZarrFormat
+    ) -> bytes:
+        import dask
+
+        ds = self.catalog.open(entry.id)
+        with dask.config.set(scheduler="synchronous"):
+            return encode_chunk(ds, plan, coords, fmt)
+
+    def _fd(self, path: str, version: str) -> int:
+        """An open descriptor per file and dataset version: a replaced file gets a new one."""
+        key = (path, version)
+        fd = self._fds.get(key)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(key)
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY)
+                    self._fds[key] = fd
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+        self.catalog.close()
+
+
+def iter_bytes(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
+
+
+def describe(ds: xr.Dataset) -> dict[str, Any]:
+    """The metadata document of a dataset: dims, coordinate ranges, variables, attributes."""
+    return {
+        "dims": {str(k): int(v) for k, v in ds.sizes.items()},
+        "coords": {str(k): coord_range(ds[k]) for k in ds.coords},
+        "variables": {str(k): variable_info(v) for k, v in ds.data_vars.items()},
+        "attrs": jsonable(ds.attrs),
+    }
+
+
+def coord_range(coord: xr.DataArray) -> dict[str, Any]:
+    values = coord.values.ravel()
+    out: dict[str, Any] = {
+        "dims": list(coord.dims),
+        "dtype": str(coord.dtype),
+        "count": int(values.size),
+    }
+    if values.size:
+        out["first"], out["last"] = jsonable(values[0]), jsonable(values[-1])
+    if coord.ndim == 1 and values.size > 1 and values.dtype.kind in "iufM":
+        steps = np.diff(values)
+        if bool(np.all(steps == steps[0])):
+            out["step"] = jsonable(steps[0])
+    out["attrs"] = jsonable(coord.attrs)
+    return out
+
+
+def variable_info(var: xr.DataArray) -> dict[str, Any]:
+    chunks = [int(c[0]) for c in var.chunks] if var.chunks else None
+    return {
+        "dims": list(var.dims),
+        "shape": list(var.shape),
+        "dtype": str(var.dtype),
+        "chunks": chunks,
+        "attrs": jsonable(var.attrs),
+        "encoding": jsonable(
+            {
+                k: v
+                for k, v in var.encoding.items()
+                if k in ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+            }
+        ),
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """Attribute and coordinate values as JSON: numbers, strings, lists, ISO times."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()] if value.ndim else jsonable(value.item())
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="auto"))
+    if isinstance(value, np.timedelta64):
+        return str(value)
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return value

@@ -1,0 +1,1 @@
+"""HTML pages for people: the landing page and one page per dataset."""
