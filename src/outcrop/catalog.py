@@ -1,11 +1,20 @@
 """The registry of datasets: folders scanned and `outcrop.toml` declarations, indexed in
-the catalog database so a restart does not reopen unchanged files."""
+the catalog database so a restart does not reopen unchanged files.
+
+A scan stats every file but opens only those whose size or modification time changed
+since the last scan. Declared datasets are opened (and checked, e.g. that an aggregation's
+files do not overlap) only when one of their files changed. The database holds the
+catalog of one configuration: a refresh makes it match the current settings.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -18,9 +27,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from outcrop.db import DatasetRow, FileRow, connect, now
-from outcrop.drivers import Source, driver
-from outcrop.drivers.grid import NETCDF_SUFFIXES, is_zarr
-from outcrop.errors import BadQuery, DatasetNotFound, OutcropError
+from outcrop.drivers import Driver, Source, driver, drivers
+from outcrop.errors import BadQuery, ConfigError, DatasetNotFound, OutcropError, SourceError
 from outcrop.log import logger
 from outcrop.model import DatasetSummary
 from outcrop.settings import DatasetConfig, Settings
@@ -29,6 +37,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 log = logger(__name__)
+DECLARED = "config"  # the `root` of datasets declared in the settings
+MAX_OFFSET = 10**9
 
 
 @dataclass(frozen=True)
@@ -48,13 +58,29 @@ class Entry:
         return DatasetSummary(self.id, self.title, self.description, self.driver, self.version)
 
 
-@dataclass
-class _Found:
-    """A file on disk as a scan sees it."""
+@dataclass(frozen=True)
+class Wanted:
+    """A row the datasets table should hold (plain values: cheaper than ORM objects)."""
+
+    id: str
+    title: str
+    description: str
+    driver: str
+    root: str
+    source: dict[str, Any]
+    version: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """A data file (or Zarr store) a walk found: the path as seen, and what it points to."""
 
     path: Path
-    size: int
-    mtime_ns: int
+    target: Path
+    driver: Driver
+    size: int = 0
+    mtime_ns: int = 0
 
 
 class Catalog:
@@ -64,135 +90,96 @@ class Catalog:
         self.settings = settings
         self.engine = engine or connect(settings.db_url)
         self._entries: dict[str, Entry] = {}
+        self._broken: dict[str, str] = {}
         self._open: OrderedDict[tuple[str, str], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- scanning -------------------------------------------------------------------
     def refresh(self) -> None:
         """Scan every served folder and declared dataset; record only what changed."""
+        roots = served_roots(self.settings)
         with Session(self.engine) as session:
-            for root in self.settings.paths:
-                self._sync_root(session, root.resolve())
-            self._sync_declared(session)
+            known = {r.id: r for r in session.scalars(select(DatasetRow))}
+            wanted: dict[str, Wanted] = {}
+            for decl in self.settings.datasets:  # declarations win over scanned files
+                wanted[decl.id] = self._declared(decl, known.get(decl.id))
+            for root in roots:
+                self._scan(session, root, wanted)
+            served = [str(r) for r in roots]
+            session.execute(delete(FileRow).where(FileRow.root.not_in(served)))
+            _sync(session, known, wanted)
             session.commit()
         self.load()
 
     def load(self) -> None:
         """Read the catalog from the database, without touching any file."""
+        entries: dict[str, Entry] = {}
+        broken: dict[str, str] = {}
         with Session(self.engine) as session:
-            rows = session.scalars(select(DatasetRow).order_by(DatasetRow.id)).all()
-            roots = self._roots()
-            self._entries = {r.id: _entry(r) for r in rows if r.root in roots}
+            for row in session.scalars(select(DatasetRow).order_by(DatasetRow.id)):
+                if row.error:
+                    broken[row.id] = row.error
+                else:
+                    entries[row.id] = _entry(row)
+        for ds_id, error in broken.items():
+            log.warning("dataset_unavailable", id=ds_id, error=error)
+        self._entries, self._broken = entries, broken
 
-    def _roots(self) -> set[str]:
-        roots = {str(p.resolve()) for p in self.settings.paths}
-        return roots | {_declared_root(self.settings)}
-
-    def _sync_root(self, session: Session, root: Path) -> None:
-        if not root.exists():
-            raise OutcropError(f"served path {root} does not exist")
+    def _scan(self, session: Session, root: Path, wanted: dict[str, Wanted]) -> None:
         key = str(root)
         known = {r.path: r for r in session.scalars(select(FileRow).where(FileRow.root == key))}
-        found = list(_walk(root))
-        grid = driver("grid")
-        wanted: dict[str, DatasetRow] = {}
-        for item in found:
+        for item in walk(root, list(drivers().values())):
+            base = root.parent if item.path == root else root
             row = known.pop(str(item.path), None)
             if row is None or (row.size, row.mtime_ns) != (item.size, item.mtime_ns):
-                row = self._probe(session, key, item, row)
+                row = _probe(session, key, item, row)
             if row.error:
+                log.warning("unreadable_file", path=str(item.path), error=row.error)
                 continue
-            base = _dataset_id(root if root.is_dir() else root.parent, item.path)
-            for group in ["", *row.groups]:
-                ds_id = f"{base}/{group}" if group else base
-                if ds_id in wanted:
-                    log.warning("duplicate_dataset_id", id=ds_id, path=str(item.path))
-                    continue
-                src = {"paths": [str(item.path)], "group": group or None}
-                wanted[ds_id] = DatasetRow(
-                    id=ds_id,
-                    title=row.title if not group else f"{row.title or base} / {group}",
-                    description="",
-                    driver=grid.name,
-                    root=key,
-                    source=src,
-                    version=_version([item], src),
-                )
+            for new in _file_datasets(key, base, item, row):
+                if new.id in wanted:
+                    log.warning("duplicate_dataset_id", id=new.id, path=str(item.path))
+                else:
+                    wanted[new.id] = new
         for gone in known.values():
             session.delete(gone)
-        self._store(session, key, wanted)
 
-    def _probe(self, session: Session, root: str, item: _Found, row: FileRow | None) -> FileRow:
-        row = row or FileRow(path=str(item.path), root=root)
-        row.size, row.mtime_ns, row.groups, row.title, row.error = (
-            item.size,
-            item.mtime_ns,
-            [],
-            "",
-            "",
-        )
+    def _declared(self, decl: DatasetConfig, old: DatasetRow | None) -> Wanted:
+        """The row of a declared dataset; its files are opened only when they changed."""
         try:
-            probe = driver("grid").probe(item.path)
-            row.title, row.groups = probe.title, list(probe.groups)
-        except OutcropError as exc:
-            row.error = exc.message
-            log.warning("unreadable_file", path=str(item.path), error=exc.message)
-        session.add(row)
-        return row
-
-    def _sync_declared(self, session: Session) -> None:
-        key = _declared_root(self.settings)
-        wanted: dict[str, DatasetRow] = {}
-        for decl in self.settings.datasets:
-            files = _expand(decl.source)
-            if not files:
-                raise OutcropError(f"dataset {decl.id!r}: source {decl.source!r} matches no file")
-            src = {
-                "paths": [str(f.path) for f in files],
-                "group": decl.group,
-                "aggregate": decl.aggregate,
-                "attrs": decl.attrs,
-                "hide_attrs": decl.hide_attrs,
-            }
-            title = decl.title or _declared_title(decl, files[0].path)
-            wanted[decl.id] = DatasetRow(
-                id=decl.id,
-                title=title,
-                description=decl.description,
-                driver=decl.driver,
-                root=key,
-                source=src,
-                version=_version(files, src),
-            )
-        self._store(session, key, wanted)
-
-    def _store(self, session: Session, root: str, wanted: dict[str, DatasetRow]) -> None:
-        existing = {
-            r.id: r for r in session.scalars(select(DatasetRow).where(DatasetRow.root == root))
+            files = expand(decl.source, [driver(decl.driver)])
+        except ConfigError as exc:
+            files, problem = [], exc.message
+        else:
+            problem = "" if files else f"source {decl.source!r} matches no file"
+        src: dict[str, Any] = {
+            "paths": [str(f.target) for f in files],
+            "group": decl.group,
+            "aggregate": decl.aggregate,
+            "attrs": decl.attrs,
+            "hide_attrs": decl.hide_attrs,
         }
-        for ds_id, new in wanted.items():
-            old = existing.pop(ds_id, None)
-            if old is None:
-                other = session.get(DatasetRow, ds_id)
-                if other is not None:  # the same id served from two roots: first one wins
-                    log.warning("duplicate_dataset_id", id=ds_id, root=root)
-                    continue
-                new.updated = now()
-                session.add(new)
-            elif (old.version, old.title, old.description, old.source) != (
-                new.version,
-                new.title,
-                new.description,
-                new.source,
-            ):
-                old.version, old.title, old.description = new.version, new.title, new.description
-                old.source, old.driver, old.updated = new.source, new.driver, now()
-        if existing:
-            session.execute(delete(DatasetRow).where(DatasetRow.id.in_(list(existing))))
+        version = _version(files, {**src, "driver": decl.driver})
+        if old is not None and old.root == DECLARED and old.version == version:
+            found_title, error = str(old.source.get("found_title", "")), old.error
+        elif problem:
+            found_title, error = "", problem
+        else:
+            found_title, error = _check(decl, _source(src))
+        return Wanted(
+            id=decl.id,
+            title=decl.title or found_title,
+            description=decl.description,
+            driver=decl.driver,
+            root=DECLARED,
+            source={**src, "found_title": found_title},
+            version=version,
+            error=error,
+        )
 
     # -- lookups --------------------------------------------------------------------
     def __contains__(self, ds_id: str) -> bool:
-        return ds_id in self._entries
+        return ds_id in self._entries or ds_id in self._broken
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -202,22 +189,25 @@ class Catalog:
 
     def get(self, ds_id: str) -> Entry:
         entry = self._entries.get(ds_id)
-        if entry is None:
-            raise DatasetNotFound(
-                f"no dataset {ds_id!r}; GET /api/datasets lists the {len(self)} datasets served"
-            )
-        return entry
+        if entry is not None:
+            return entry
+        if ds_id in self._broken:
+            raise SourceError(f"dataset {ds_id!r} cannot be served: {self._broken[ds_id]}")
+        raise DatasetNotFound(
+            f"no dataset {ds_id!r}; GET /api/datasets lists the {len(self)} datasets served"
+        )
 
     def search(self, q: str, limit: int, offset: int) -> tuple[list[DatasetSummary], int]:
         """A page of datasets, ordered by id, whose id, title or description contain `q`."""
-        query = select(DatasetRow).where(DatasetRow.root.in_(self._roots()))
+        query = select(DatasetRow).where(DatasetRow.error == "")
         if q:
-            like = f"%{q.lower()}%"
+            like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like += "%"
             query = query.where(
                 or_(
-                    func.lower(DatasetRow.id).like(like),
-                    func.lower(DatasetRow.title).like(like),
-                    func.lower(DatasetRow.description).like(like),
+                    func.lower(DatasetRow.id).like(like, escape="\\"),
+                    func.lower(DatasetRow.title).like(like, escape="\\"),
+                    func.lower(DatasetRow.description).like(like, escape="\\"),
                 )
             )
         with Session(self.engine) as session:
@@ -226,7 +216,8 @@ class Catalog:
             return [_entry(r).summary() for r in rows], total
 
     def open(self, ds_id: str) -> xr.Dataset:
-        """The lazy dataset; opened datasets are kept, at most `open_files` of them."""
+        """The lazy dataset; at most `open_files` opened datasets are kept, the least
+        recently used closed first."""
         entry = self.get(ds_id)
         key = (entry.id, entry.version)
         with self._lock:
@@ -235,6 +226,10 @@ class Catalog:
                 return self._open[key]
         ds = _decorate(driver(entry.driver).open(entry.source), entry)
         with self._lock:
+            if key in self._open:  # another thread opened it meanwhile: keep one
+                ds.close()
+                self._open.move_to_end(key)
+                return self._open[key]
             self._open[key] = ds
             while len(self._open) > self.settings.open_files:
                 _, old = self._open.popitem(last=False)
@@ -249,88 +244,175 @@ class Catalog:
         self.engine.dispose()
 
 
-def _walk(root: Path) -> Iterator[_Found]:
-    """Data files and Zarr stores under `root`, skipping hidden names; sorted."""
-    if root.is_file():
-        st = root.stat()
-        yield _Found(root, st.st_size, st.st_mtime_ns)
+def served_roots(settings: Settings) -> list[Path]:
+    """The served folders, resolved; one that does not exist is a configuration error."""
+    roots = []
+    for path in settings.paths:
+        root = path.expanduser().resolve()
+        if not root.exists():
+            raise ConfigError(f"served path {path} does not exist", parameter="paths")
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def walk(root: Path, candidates: list[Driver]) -> Iterator[Found]:
+    """Files and stores under `root` that a driver opens, sorted; hidden names skipped.
+
+    Symbolic links are followed only when they resolve inside `root`: nothing outside a
+    served folder is served. Folders that are symbolic links are never descended into.
+    """
+    root = root.resolve()
+    if not root.is_dir() or any(drv.can_open(root) for drv in candidates):
+        yield from _found(root, root, candidates)
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False
         here = Path(dirpath)
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in list(dirnames):
-            if name.startswith("."):
-                dirnames.remove(name)
-            elif is_zarr(here / name):
-                dirnames.remove(name)
-                yield _zarr_found(here / name)
+            found = list(_found(here / name, root, candidates))
+            if found or (here / name).is_symlink():
+                dirnames.remove(name)  # a store, or a link: not walked into
+            yield from found
         for name in sorted(filenames):
-            path = here / name
-            if not name.startswith(".") and path.suffix.lower() in NETCDF_SUFFIXES:
-                st = path.stat()
-                yield _Found(path, st.st_size, st.st_mtime_ns)
+            if not name.startswith("."):
+                yield from _found(here / name, root, candidates)
 
 
-def _zarr_found(path: Path) -> _Found:
-    """A Zarr store changes when any of its metadata documents does."""
-    stats = [
-        p.stat()
-        for p in path.glob("**/*")
-        if p.name in {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
-    ]
-    return _Found(
-        path, sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
-    )
+def _found(path: Path, root: Path, candidates: list[Driver]) -> Iterator[Found]:
+    # os.walk does not enter linked folders, so only the last part of a path can be a link.
+    target = path.resolve() if path.is_symlink() else path
+    if not target.is_relative_to(root):
+        log.warning("outside_served_folder", path=str(path), target=str(target))
+        return
+    for drv in candidates:
+        if drv.can_open(target):
+            size, mtime_ns = fingerprint(target)
+            yield Found(path, target, drv, size, mtime_ns)
+            return
 
 
-def _expand(source: str) -> list[_Found]:
-    path = Path(source)
-    if any(ch in source for ch in "*?["):
-        paths = sorted(Path(path.anchor).glob(str(path.relative_to(path.anchor))))
-        return [f for p in paths for f in _walk(p)]
-    if path.exists():
-        return list(_walk(path))
-    return []
+def fingerprint(path: Path) -> tuple[int, int]:
+    """Size and modification time; for a Zarr store, those of its metadata documents."""
+    from outcrop.drivers.grid import zarr_nodes
+
+    try:
+        if not path.is_dir():
+            st = path.stat()
+            return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else (-1, -1)
+        stats = [doc.stat() for _, _, doc in zarr_nodes(path)]
+    except (OSError, SourceError):
+        return -1, -1  # probed (and reported) as unreadable
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
-def _dataset_id(root: Path, path: Path) -> str:
-    rel = path.relative_to(root).as_posix()
-    suffix = path.suffix if path.suffix.lower() in NETCDF_SUFFIXES | {".zarr"} else ""
-    return rel[: len(rel) - len(suffix)] if suffix else rel
+def expand(source: str, candidates: list[Driver]) -> list[Found]:
+    """The files of a declared source: a file, a folder, or a glob (`**` recurses)."""
+    path = Path(source).expanduser()
+    if not any(ch in source for ch in "*?["):
+        return list(walk(path, candidates)) if path.exists() else []
+    found: list[Found] = []
+    # glob.glob, unlike Path.glob, lets wildcards skip hidden names and `**` recurse.
+    for match in sorted(glob.glob(str(path.absolute()), recursive=True)):  # noqa: PTH207
+        found.extend(walk(Path(match), candidates))
+    return found
 
 
-def _version(files: list[_Found], source: dict[str, Any]) -> str:
+def _probe(session: Session, root: str, item: Found, row: FileRow | None) -> FileRow:
+    row = row or FileRow(root=root, path=str(item.path))
+    row.size, row.mtime_ns = item.size, item.mtime_ns
+    row.groups, row.title, row.error = [], "", ""
+    try:
+        probe = item.driver.probe(item.target)
+        row.title, row.groups = probe.title, list(probe.groups)
+    except OutcropError as exc:
+        row.error = exc.message
+    session.add(row)
+    return row
+
+
+def _file_datasets(root: str, base: Path, item: Found, row: FileRow) -> list[Wanted]:
+    """One dataset per group of a scanned file that holds variables: `id` and `id/group`."""
+    file_id = dataset_id(base, item.path)
+    rows = []
+    for group in row.groups:
+        src = {"paths": [str(item.target)], "group": group or None}
+        rows.append(
+            Wanted(
+                id=f"{file_id}/{group}" if group else file_id,
+                title=f"{row.title or file_id} / {group}" if group else row.title,
+                description="",
+                driver=item.driver.name,
+                root=root,
+                source=src,
+                version=_version([item], src),
+                error="",
+            )
+        )
+    return rows
+
+
+def dataset_id(base: Path, path: Path) -> str:
+    """The path relative to the served folder, `/`-separated, without its extension."""
+    rel = path.relative_to(base)
+    if not path.is_dir() or path.suffix.lower() == ".zarr":
+        rel = rel.with_suffix("")
+    return rel.as_posix()
+
+
+def _check(decl: DatasetConfig, source: Source) -> tuple[str, str]:
+    """(title attribute, error) of a declared dataset, by opening it once."""
+    try:
+        ds = driver(decl.driver).open(source)
+    except OutcropError as exc:
+        return "", exc.message
+    try:
+        return str(ds.attrs.get("title", "")), ""
+    finally:
+        ds.close()
+
+
+def _sync(session: Session, known: dict[str, DatasetRow], wanted: dict[str, Wanted]) -> None:
+    """Make the datasets table hold exactly `wanted`, touching only rows that changed."""
+    fields = [f.name for f in dataclasses.fields(Wanted) if f.name != "id"]
+    for ds_id, new in wanted.items():
+        old = known.pop(ds_id, None)
+        if old is None:
+            session.add(DatasetRow(**dataclasses.asdict(new), updated=now()))
+        elif any(getattr(old, f) != getattr(new, f) for f in fields):
+            for name in fields:
+                setattr(old, name, getattr(new, name))
+            old.updated = now()
+    for gone in known.values():
+        session.delete(gone)
+
+
+def _version(files: list[Found], source: dict[str, Any]) -> str:
     text = json.dumps(
-        [[str(f.path), f.size, f.mtime_ns] for f in files] + [source], sort_keys=True, default=str
+        [[str(f.target), f.size, f.mtime_ns] for f in files] + [source],
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _declared_root(settings: Settings) -> str:
-    return f"config:{settings.config_file or ''}"
-
-
-def _declared_title(decl: DatasetConfig, first: Path) -> str:
-    try:
-        return driver(decl.driver).probe(first).title or decl.id
-    except OutcropError:
-        return decl.id
-
-
-def _entry(row: DatasetRow) -> Entry:
-    src = row.source
-    source = Source(
+def _source(src: dict[str, Any]) -> Source:
+    return Source(
         paths=tuple(Path(p) for p in src["paths"]),
         group=src.get("group"),
         aggregate=src.get("aggregate"),
     )
+
+
+def _entry(row: DatasetRow) -> Entry:
+    src = row.source
     return Entry(
         id=row.id,
         title=row.title or row.id,
         description=row.description,
         driver=row.driver,
         version=row.version,
-        source=source,
+        source=_source(src),
         attrs=dict(src.get("attrs") or {}),
         hide_attrs=tuple(src.get("hide_attrs") or ()),
     )
@@ -356,9 +438,11 @@ def parse_page(limit: str | None, offset: str | None, maximum: int = 1000) -> tu
         if text is None:
             values.append(default)
             continue
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise BadQuery(f"{name} must be a non-negative integer, not {text!r}", parameter=name)
         values.append(int(text))
     if not 1 <= values[0] <= maximum:
-        raise BadQuery(f"limit must be between 1 and {maximum}", parameter="limit")
+        raise BadQuery(f"limit must be between 1 and {maximum}, not {values[0]}", parameter="limit")
+    if values[1] > MAX_OFFSET:
+        raise BadQuery(f"offset must be at most {MAX_OFFSET}", parameter="offset")
     return values[0], values[1]

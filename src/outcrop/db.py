@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, String, Text, create_engine, event
+from sqlalchemy import JSON, BigInteger, DateTime, String, Text, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = "0002"  # the newest revision in migrations/versions; a test checks they agree
 
 
 class Base(DeclarativeBase):
@@ -30,15 +32,17 @@ class DatasetRow(Base):
     source: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[str] = mapped_column(String(64))
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Why the dataset cannot be opened (e.g. its files overlap); empty when it can.
+    error: Mapped[str] = mapped_column(Text, default="")
 
 
 class FileRow(Base):
-    """A file seen by a scan, with what tells whether it changed since."""
+    """A file seen by a scan of a served folder, with what tells whether it changed since."""
 
     __tablename__ = "files"
 
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
     path: Mapped[str] = mapped_column(Text, primary_key=True)
-    root: Mapped[str] = mapped_column(Text, index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -70,6 +74,9 @@ def _sqlite_pragmas(conn: Any, _record: Any) -> None:
 
 
 def migrate(engine: Engine) -> None:
+    """Upgrade the schema to HEAD; a database already there costs one query, no Alembic."""
+    if current_revision(engine) == HEAD:
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -78,3 +85,11 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        return None

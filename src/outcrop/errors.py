@@ -46,3 +46,7 @@ class SourceError(OutcropError, OSError):
 
 class UpstreamFailed(OutcropError, ConnectionError):
     """A remote server or an external program failed."""
+
+
+class ConfigError(OutcropError, ValueError):
+    """A setting, the `outcrop.toml` file or a dataset declaration is invalid."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,15 +86,27 @@ class RawChunk:
 
 @dataclass(frozen=True)
 class StoredChunks:
-    """The stored chunks of one HDF5 variable, when numcodecs can decode them as they are."""
+    """The stored chunks of one HDF5 variable, when numcodecs can decode them as they are.
+
+    `filters` are the HDF5 filters in the order they were applied on write, as numcodecs
+    ids with their one parameter: `("fletcher32", 0)`, `("shuffle", itemsize)`,
+    `("zlib", level)`. `fill` is the HDF5 fill value in the stored dtype: what a reader
+    of the file sees where a chunk was never written.
+    """
 
     path: Path
     dtype: str
+    shape: tuple[int, ...]
     chunks: tuple[int, ...]
-    shuffle: bool
-    deflate_level: int | None
+    filters: tuple[tuple[str, int], ...]
+    fill: bytes
     index: dict[tuple[int, ...], tuple[int, int]]
 
     def get(self, coords: tuple[int, ...]) -> RawChunk | None:
         hit = self.index.get(coords)
         return None if hit is None else RawChunk(self.path, hit[0], hit[1])
+
+    def complete(self) -> bool:
+        """Whether every chunk of the variable was written."""
+        grid = (-(-s // c) for s, c in zip(self.shape, self.chunks, strict=True))
+        return len(self.index) == math.prod(grid)

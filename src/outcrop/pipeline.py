@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+import pickle
+import tempfile
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from outcrop.cache import ByteLRU
 from outcrop.catalog import Catalog, Entry
 from outcrop.drivers.grid import stored_chunks
-from outcrop.errors import SourceError
+from outcrop.errors import SourceError, TooLarge
 from outcrop.formats.zarr import ArrayPlan, ZarrFormat, ZarrView, build_view, encode_chunk
-from outcrop.model import StoredChunks
+from outcrop.model import Query, StoredChunks
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
@@ -82,10 +87,42 @@ class Pipeline:
         return self._views.get((entry.id, entry.version, fmt))
 
     def zarr_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
-        """The Zarr view of a dataset version, built once (blocking: opens the dataset)."""
+        """The Zarr view of a dataset version (blocking): from memory, from the data
+        folder, or built by opening the dataset, once."""
         key = (entry.id, entry.version, fmt)
         with self._build_lock:
-            return self._views.get(key) or self._build_view(entry, fmt)
+            view = self._views.get(key) or self._load_view(entry, fmt)
+            if view is None:
+                view = self._build_view(entry, fmt)
+                self._save_view(entry, view)
+            self._views[key] = view
+            return view
+
+    def _view_file(self, entry: Entry, fmt: ZarrFormat) -> Path:
+        name = hashlib.sha256(entry.id.encode()).hexdigest()[:24]
+        return self.settings.data_dir / "zarr" / f"{name}-{entry.version}-v{fmt}.pickle"
+
+    def _load_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
+        """A view saved by an earlier run: a restart answers without reopening the file."""
+        path = self._view_file(entry, fmt)
+        try:
+            with path.open("rb") as f:
+                # Written only by Outcrop into its own data folder, atomically; whoever can
+                # write there can change the catalog database as well.
+                view = pickle.load(f)  # noqa: S301
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            return None
+        return view if isinstance(view, ZarrView) else None
+
+    def _save_view(self, entry: Entry, view: ZarrView) -> None:
+        path = self._view_file(entry, view.zarr_format)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(path.name.split("-", 1)[0] + f"-*-v{view.zarr_format}.pickle"):
+            old.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(view, f, protocol=pickle.HIGHEST_PROTOCOL)
+        Path(tmp).replace(path)
 
     def _build_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
         ds = self.catalog.open(entry.id)
@@ -95,9 +132,7 @@ class Pipeline:
         def stored(name: str) -> StoredChunks | None:
             return stored_chunks(path, entry.source.group, name) if single else None
 
-        view = build_view(ds, fmt, stored)
-        self._views[(entry.id, entry.version, fmt)] = view
-        return view
+        return build_view(ds, fmt, stored)
 
     def locate_chunk(self, entry: Entry, view: ZarrView, key: str) -> ChunkRead | None:
         """Where a chunk's bytes are, without blocking; None for a chunk never written."""
@@ -219,6 +254,8 @@ def jsonable(value: Any) -> Any:
         return str(np.datetime_as_string(value, unit="auto"))
     if isinstance(value, np.timedelta64):
         return str(value)
+    if isinstance(value, np.dtype):
+        return str(value)
     if isinstance(value, np.generic):
         return jsonable(value.item())
     if isinstance(value, float) and not np.isfinite(value):
@@ -228,3 +265,110 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return value
+
+
+# -- subsets (REST `GET /api/datasets/{id}/data`) ---------------------------------------
+SUBSET_FORMATS = ("nc", "csv", "json", "arrow", "parquet")
+
+
+class Encoder(Protocol):
+    """A wire format for subsets: what it can hold, and its bytes, slab by slab."""
+
+    name: str
+    media_type: str
+    extension: str
+
+    def select(self, ds: xr.Dataset, query: Query) -> xr.Dataset:
+        """The part of `ds` this format will write; BadQuery when it cannot hold it."""
+        ...
+
+    def encode(self, ds: xr.Dataset, query: Query) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class SubsetPlan:
+    """A validated subset request: everything about the response but its body."""
+
+    entry: Entry
+    query: Query
+    data: xr.Dataset
+    encoder: Encoder
+    etag: str
+    last_modified: float
+    size: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A subset's body: its blocks (the first already made), its length when known, and
+    how to release what it holds (a temporary file, a reader) if the client goes away."""
+
+    chunks: Iterator[bytes]
+    length: int | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def subset_encoders(settings: Settings) -> dict[str, Encoder]:
+    from outcrop.drivers.grid import NETCDF_LOCK
+    from outcrop.formats.netcdf import CfJsonFormat, NetcdfFormat
+    from outcrop.formats.tabular import ArrowFormat, CsvFormat, ParquetFormat
+
+    found: list[Encoder] = [
+        NetcdfFormat(NETCDF_LOCK, settings.data_dir / "tmp"),
+        CsvFormat(),
+        CfJsonFormat(),
+        ArrowFormat(),
+        ParquetFormat(),
+    ]
+    return {e.name: e for e in found}
+
+
+def plan_subset(pipeline: Pipeline, ds_id: str, params: Sequence[tuple[str, str]]) -> SubsetPlan:
+    """Blocking: parse and check a subset request against its dataset, reading no data
+    but coordinates; BadQuery or TooLarge here are answered before the first byte."""
+    from outcrop import query as queries
+
+    entry = pipeline.entry(ds_id)
+    encoders = subset_encoders(pipeline.settings)
+    query = queries.parse(params, SUBSET_FORMATS)
+    encoder = encoders[query.format]
+    data = encoder.select(queries.apply(pipeline.dataset(ds_id), query), query)
+    size = queries.decoded_size(data)
+    limit = pipeline.settings.max_response_mb * 2**20
+    if size > limit:
+        raise TooLarge(
+            f"the subset is {size / 2**20:.1f} MB decoded, over the limit of "
+            f"{pipeline.settings.max_response_mb} MB; select less (narrower ranges, fewer "
+            "variables, a stride) or submit it as a job",
+            size=size,
+            limit=limit,
+        )
+    digest = hashlib.sha256(repr(query).encode()).hexdigest()[:20]
+    return SubsetPlan(
+        entry, query, data, encoder, f'W/"{entry.version}-{digest}"', _modified(entry), size
+    )
+
+
+def render_subset(plan: SubsetPlan) -> Rendered:
+    """Blocking: start encoding; the first block is made here, so a failure in it is
+    still an error status rather than a cut body."""
+    from outcrop.formats.netcdf import FileStream
+
+    chunks = plan.encoder.encode(plan.data, plan.query)
+    length = chunks.length if isinstance(chunks, FileStream) else None
+    close = getattr(chunks, "close", None)
+    first = next(chunks, b"")
+    return Rendered(
+        itertools.chain([first], chunks), length, close if callable(close) else lambda: None
+    )
+
+
+def _modified(entry: Entry) -> float:
+    """When the dataset's files last changed (POSIX seconds)."""
+    times = []
+    for path in entry.source.paths:
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)

@@ -7,18 +7,24 @@ fails when one is missing there.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+    SettingsError,
 )
 
+from outcrop.errors import ConfigError
+
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+CONFIG_NAME = "outcrop.toml"
+DOTENV = ".env"
 
 
 def default_data_dir() -> Path:
@@ -29,29 +35,48 @@ def default_data_dir() -> Path:
 class DatasetConfig(BaseModel):
     """A dataset declared explicitly in `outcrop.toml` (`[[datasets]]`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     id: str = Field(description="Dataset id, `/`-separated, e.g. `cmip6/ta_Amon`.")
     source: str = Field(
-        description="A file, a glob or a folder; relative paths are relative to the config file."
+        description="A file, a glob (`*`, `?`, `[…]`, `**`) or a folder; relative paths are "
+        "relative to the config file."
     )
     title: str = Field("", description="Human title; defaults to the file's `title` attribute.")
-    description: str = Field("", description="Free text shown in the catalog.")
-    driver: str = Field("grid", description="Driver name (entry point `outcrop.drivers`).")
+    description: str = Field("", description="Free text shown in the catalog and searched.")
+    driver: str = Field("grid", description="Driver name (entry point group `outcrop.drivers`).")
     aggregate: str | None = Field(
-        None, description="Dimension along which the files of a glob or folder are joined."
+        None,
+        description="Dimension along which the files of a glob or folder are joined into one "
+        "dataset (e.g. `time` for one file per year). Required when `source` matches several "
+        "files.",
     )
-    group: str | None = Field(None, description="NetCDF4/HDF5 group path to expose.")
-    attrs: dict[str, Any] = Field(default_factory=dict, description="Global attributes to add.")
+    group: str | None = Field(None, description="NetCDF4/HDF5 or Zarr group path to expose.")
+    attrs: dict[str, Any] = Field(
+        default_factory=dict, description="Global attributes to add (or replace)."
+    )
     hide_attrs: list[str] = Field(
-        default_factory=list, description="Global or variable attributes to hide."
+        default_factory=list, description="Names of global or variable attributes to hide."
     )
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value or any(p in {"", ".", ".."} or p != p.strip() for p in parts) or "\\" in value:
+            raise ValueError(
+                f"dataset id {value!r} must be `/`-separated names without empty, `.` or `..` "
+                "parts, leading or trailing spaces or backslashes, e.g. `cmip6/ta_Amon`"
+            )
+        return value
 
 
 class Settings(BaseSettings):
     """Everything an operator can set."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="OUTCROP_", env_file=".env", extra="ignore", toml_file=None
-    )
+    model_config = SettingsConfigDict(env_prefix="OUTCROP_", env_file=DOTENV, extra="ignore")
+    # The `outcrop.toml` a subclass made by `load_settings` reads, below env and `.env`.
+    config_path: ClassVar[Path | None] = None
 
     paths: list[Path] = Field(
         default_factory=list, description="Folders (or files) whose datasets are served."
@@ -70,12 +95,16 @@ class Settings(BaseSettings):
         description="Folder for the catalog database and caches.",
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the catalog database; default SQLite in data_dir."
+        None,
+        description="SQLAlchemy URL of the catalog database, e.g. "
+        "`postgresql+psycopg://user@host/db`; default SQLite `catalog.sqlite` in `data_dir`.",
     )
     cache_mb: int = Field(
         256, ge=0, description="Memory budget, in MB, of the LRU of encoded chunks."
     )
-    open_files: int = Field(64, ge=1, description="How many opened datasets are kept open.")
+    open_files: int = Field(
+        64, ge=1, description="How many opened datasets are kept open (least recently used go)."
+    )
     max_response_mb: int = Field(
         2048, ge=1, description="Largest subset response, in MB (decoded); larger gets 413."
     )
@@ -90,9 +119,19 @@ class Settings(BaseSettings):
     datasets: list[DatasetConfig] = Field(
         default_factory=list, description="Datasets declared explicitly (`[[datasets]]`)."
     )
-    config_file: Path | None = Field(
-        None, description="The `outcrop.toml` these settings were read from, if any."
+    config: Path | None = Field(
+        None,
+        description="The `outcrop.toml` to read; default `./outcrop.toml` when it exists.",
     )
+
+    @model_validator(mode="after")
+    def _unique_dataset_ids(self) -> Settings:
+        seen: set[str] = set()
+        for ds in self.datasets:
+            if ds.id in seen:
+                raise ValueError(f"dataset id {ds.id!r} is declared twice")
+            seen.add(ds.id)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -103,7 +142,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls)
+        path = getattr(settings_cls, "config_path", None)
+        if path is None:
+            return (init_settings, env_settings, dotenv_settings)
+        toml = InitSettingsSource(settings_cls, read_config(path))
         return (init_settings, env_settings, dotenv_settings, toml)
 
     @property
@@ -112,29 +154,88 @@ class Settings(BaseSettings):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings, with `config` (an `outcrop.toml`) below env and `overrides` above all."""
+    """Settings from `overrides` (None means not given) above env, `.env` and `config`.
+
+    `config` defaults to `OUTCROP_CONFIG` (environment or `.env`), then `./outcrop.toml`.
+    """
     given = {k: v for k, v in overrides.items() if v is not None}
-    config = config or _default_config()
-    if config is None:
-        return Settings(**given)
-    cls = type(
-        "FileSettings",
-        (Settings,),
-        {"model_config": {**Settings.model_config, "toml_file": config}},
-    )
-    settings = cls(**given)
-    base = config.resolve().parent
-    for ds in settings.datasets:
-        if not Path(ds.source).is_absolute():
-            ds.source = str(base / ds.source)
-    settings.paths = [p if p.is_absolute() else base / p for p in settings.paths]
-    settings.config_file = config.resolve()
-    return Settings.model_validate(settings.model_dump())
+    path = config or find_config()
+    try:
+        if path is None:
+            return Settings(**given)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", parameter="config")
+        cls = type("FileSettings", (Settings,), {"config_path": path})
+        read = cls(**given, config=path.resolve())
+        return Settings.model_validate(read.model_dump())
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc
 
 
-def _default_config() -> Path | None:
-    path = os.environ.get("OUTCROP_CONFIG")
-    if path:
-        return Path(path)
-    here = Path("outcrop.toml")
+def find_config() -> Path | None:
+    """`OUTCROP_CONFIG` from the environment or `.env`, else `./outcrop.toml` if present."""
+    named = os.environ.get("OUTCROP_CONFIG") or _dotenv_value("OUTCROP_CONFIG")
+    if named:
+        return Path(named)
+    here = Path(CONFIG_NAME)
     return here if here.is_file() else None
+
+
+def _dotenv_value(name: str) -> str | None:
+    from dotenv import dotenv_values
+
+    return dotenv_values(DOTENV).get(name) if Path(DOTENV).is_file() else None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings an `outcrop.toml` sets, with its relative paths made absolute."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}", parameter="config") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", parameter="config") from exc
+    allowed = set(Settings.model_fields) - {"config"}
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}: unknown setting {key!r}; known settings are {', '.join(sorted(allowed))}",
+                parameter=key,
+            )
+    return _rebase(data, path.resolve().parent)
+
+
+def _rebase(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in a config file are relative to the file, not to the working directory."""
+    out = dict(data)
+    if isinstance(out.get("paths"), list):
+        out["paths"] = [_under(base, p) for p in out["paths"]]
+    if isinstance(out.get("data_dir"), str):
+        out["data_dir"] = _under(base, out["data_dir"])
+    if isinstance(out.get("datasets"), list):
+        out["datasets"] = [
+            {**d, "source": _under(base, d["source"])}
+            if isinstance(d, dict) and isinstance(d.get("source"), str)
+            else d
+            for d in out["datasets"]
+        ]
+    return out
+
+
+def _under(base: Path, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    where = f" (environment, .env or {path})" if path else " (environment or .env)"
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+        for err in exc.errors()
+    ]
+    return f"invalid settings{where}: " + "; ".join(problems)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import orjson
 import structlog
 from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from outcrop.api.errors import problem
+from outcrop.api.middleware import TrustedProxies, forwarded, handle
 from outcrop.api.zarr import Receive, Scope, Send, ZarrApp
 from outcrop.catalog import Catalog
 from outcrop.errors import OutcropError
@@ -30,9 +34,10 @@ ZARR_PREFIX = "/zarr/"
 class OutcropApp:
     """Routes `/zarr/…` to the bare Zarr app and the rest to FastAPI; binds a request id."""
 
-    def __init__(self, api: FastAPI, zarr: ZarrApp) -> None:
+    def __init__(self, api: FastAPI, zarr: ZarrApp, settings: Settings) -> None:
         self.api = api
         self.zarr = zarr
+        self.trusted = TrustedProxies(settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,9 +48,11 @@ class OutcropApp:
         if root and path.startswith(root):
             path = path[len(root) :]
         if path.startswith(ZARR_PREFIX):
-            await self.zarr({**scope, "path": path[len(ZARR_PREFIX) :]}, receive, send)
+            zarr_scope = {**scope, "path": path[len(ZARR_PREFIX) :]}
+            await handle(self.zarr, zarr_scope, receive, send, logging.DEBUG, scope["path"])
             return
-        await self.api(scope, receive, send)
+        api_scope = forwarded(scope, self.trusted)
+        await handle(self.api, api_scope, receive, send, logging.INFO, scope["path"])
 
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> OutcropApp:
@@ -62,11 +69,12 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         yield
         pipeline.close()
 
-    api = FastAPI(
+    # Swagger UI served from the package (fastapi-offline), not from a CDN.
+    api = FastAPIOffline(
+        static_url="/static/docs",
         title="Outcrop",
         version=_version(),
         lifespan=lifespan,
-        root_path=settings.root_path,
         description="Scientific data archives over Zarr, REST and more.",
     )
     api.state.settings = settings
@@ -79,38 +87,53 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         allow_headers=["*"],
         expose_headers=["ETag", "Content-Length", "X-Request-ID"],
     )
-    api.middleware("http")(log_requests)
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
+    api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    api.add_exception_handler(Exception, internal_error)
     from outcrop.api import rest
     from outcrop.web import pages
 
     api.include_router(rest.router)
     api.include_router(pages.router)
-    return OutcropApp(api, ZarrApp(pipeline, limiter))
-
-
-async def log_requests(request: Request, call_next: Any) -> Response:
-    request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    start = time.perf_counter()
-    try:
-        response: Response = await call_next(request)
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
-    response.headers["X-Request-ID"] = request_id
-    log.info(
-        "request",
-        request_id=request_id,
-        method=request.method,
-        path=request.url.path,
-        status=response.status_code,
-        ms=round((time.perf_counter() - start) * 1000, 2),
-    )
-    return response
+    api.mount("/static", pages.static_files(), name="static")
+    return OutcropApp(api, ZarrApp(pipeline, limiter), settings)
 
 
 async def outcrop_error(_: Request, exc: OutcropError) -> Response:
     status, body = problem(exc)
+    if status >= 500:
+        log.error("request_error", status=status, error=exc.message)
+    return Response(body, status_code=status, media_type="application/problem+json")
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Framework errors (unknown route, wrong method) as problem documents, or as the HTML
+    404 page for a browser."""
+    from outcrop.web import pages
+
+    if exc.status_code == 404 and pages.wants_html(request):
+        return pages.not_found(request, f"There is no page at {request.url.path}.")
+    body = orjson.dumps(
+        {
+            "type": "about:blank",
+            "title": exc.detail,
+            "status": exc.status_code,
+            "detail": exc.detail,
+        }
+    )
+    return Response(
+        body,
+        status_code=exc.status_code,
+        media_type="application/problem+json",
+        headers=exc.headers,
+    )
+
+
+async def internal_error(_: Request, exc: Exception) -> Response:
+    """A bug: a 500 problem document (the traceback is logged with the request id)."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    error = OutcropError(f"internal error; the server log has the details (request {request_id})")
+    status, body = problem(error)
     return Response(body, status_code=status, media_type="application/problem+json")
 
 

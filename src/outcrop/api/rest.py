@@ -1,17 +1,20 @@
-"""The native REST API: the catalog and each dataset's metadata."""
+"""The native REST API: the catalog, each dataset's metadata, and subsets."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from outcrop.api.app import run_blocking
 from outcrop.catalog import parse_page
 from outcrop.errors import BadQuery
-from outcrop.pipeline import Pipeline
+from outcrop.pipeline import Pipeline, Rendered, SubsetPlan, plan_subset, render_subset
 
 router = APIRouter()
 
@@ -64,6 +67,98 @@ async def list_datasets(
             "datasets": [{**row.__dict__, "url": f"{base}/api/datasets/{row.id}"} for row in found],
         },
     )
+
+
+@router.get("/api/datasets/{ds_id:path}/data", tags=["data"])
+async def dataset_data(request: Request, ds_id: str) -> Response:
+    """A subset by coordinate values, streamed.
+
+    `var=ta,pr` (default: all data variables), `<coord>=<start>/<stop>` (inclusive, either
+    end may be empty) or `<coord>=<value>` (nearest point), `stride=lat:2,lon:2`, and
+    `format=nc|csv|json|arrow|parquet` (NetCDF4, CSV, CF-JSON, Arrow IPC stream, Parquet).
+    Times are ISO 8601 in the coordinate's calendar. docs/rest.md has the rules.
+    """
+    pipeline = pipeline_of(request)
+    if ds_id not in pipeline.catalog and f"{ds_id}/data" in pipeline.catalog:
+        return await dataset_info(request, f"{ds_id}/data")  # a dataset named `…/data`
+    params = request.query_params.multi_items()
+    plan: SubsetPlan = await run_blocking(request, plan_subset, pipeline, ds_id, params)
+    name = ds_id.rsplit("/", 1)[-1].replace('"', "")
+    headers = {
+        "ETag": plan.etag,
+        "Last-Modified": formatdate(plan.last_modified, usegmt=True),
+        "Vary": "Accept-Encoding",
+        "Content-Disposition": f'inline; filename="{name}.{plan.encoder.extension}"',
+    }
+    if not_modified(request, plan.etag, plan.last_modified):
+        return Response(status_code=304, headers=headers)
+    rendered: Rendered = await run_blocking(request, render_subset, plan)
+    chunks = rendered.chunks
+    if is_text(plan.encoder.media_type) and accepts_gzip(request.headers.get("accept-encoding")):
+        chunks = gzipped(chunks)
+        headers["Content-Encoding"] = "gzip"
+    elif rendered.length is not None:
+        headers["Content-Length"] = str(rendered.length)
+    return StreamingResponse(
+        in_threads(request, chunks, rendered), media_type=plan.encoder.media_type, headers=headers
+    )
+
+
+async def in_threads(
+    request: Request, chunks: Iterator[bytes], rendered: Rendered
+) -> AsyncIterator[bytes]:
+    """The blocks of a body, each made in the bounded thread pool; closed on disconnect."""
+    try:
+        while True:
+            block = await run_blocking(request, next, chunks, None)
+            if block is None:
+                return
+            yield block
+    finally:
+        rendered.close()
+
+
+def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """gzip (RFC 1952) of a stream, block by block."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    for block in chunks:
+        packed = packer.compress(block)
+        if packed:
+            yield packed
+    yield packer.flush()
+
+
+def is_text(media_type: str) -> bool:
+    return media_type.startswith("text/") or media_type.startswith("application/json")
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): named or `*`, q > 0."""
+    for part in (header or "").split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        weight = params.strip().lower().removeprefix("q=")
+        try:
+            return not params.strip() or float(weight) > 0
+        except ValueError:
+            return False
+    return False
+
+
+def not_modified(request: Request, etag: str, last_modified: float) -> bool:
+    """RFC 9110 §13.1.2-3: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        tags = {t.strip().removeprefix("W/") for t in match.split(",")}
+        return "*" in tags or etag.removeprefix("W/") in tags
+    since = request.headers.get("if-modified-since")
+    if since is None:
+        return False
+    try:
+        return int(last_modified) <= parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False
 
 
 @router.get("/api/datasets/{ds_id:path}", tags=["catalog"])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from outcrop.errors import BadQuery
+from outcrop.errors import ConfigError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -25,8 +26,14 @@ class Source:
 
 @dataclass(frozen=True)
 class Probe:
+    """What a scan records of a file, so a restart need not open it again.
+
+    `groups` are the group paths served as datasets of their own (`id/group`); `""`, the
+    root group, is among them when it holds variables or the file has no groups at all.
+    """
+
     title: str = ""
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ("",)
 
 
 class Driver(Protocol):
@@ -43,6 +50,7 @@ class Driver(Protocol):
         ...
 
 
+@cache
 def drivers() -> dict[str, Driver]:
     """Every installed driver, by name; built-ins register like third-party plugins."""
     found: dict[str, Driver] = {}
@@ -58,7 +66,7 @@ def drivers() -> dict[str, Driver]:
 def driver(name: str) -> Driver:
     known = drivers()
     if name not in known:
-        raise BadQuery(
+        raise ConfigError(
             f"unknown driver {name!r}; installed drivers are {', '.join(sorted(known))}",
             parameter="driver",
         )

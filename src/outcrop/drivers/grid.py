@@ -4,7 +4,10 @@ aggregations of many files along one dimension."""
 from __future__ import annotations
 
 import json
+import os
 import threading
+from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +24,8 @@ NETCDF_SUFFIXES = frozenset({".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5", "
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zmetadata", ".zarray")
 NETCDF_LOCK = threading.RLock()
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# HDF5 filter ids (H5Zpublic.h) that numcodecs decodes byte for byte.
-H5_DEFLATE, H5_SHUFFLE = 1, 2
+# How netCDF-4 marks an HDF5 dataset that is only a dimension, not a variable.
+NETCDF_DIM_ONLY = b"This is a netCDF dimension but not a netCDF variable"
 
 
 def is_zarr(path: Path) -> bool:
@@ -46,25 +49,43 @@ class GridDriver:
         return is_zarr(path) or (path.is_file() and path.suffix.lower() in NETCDF_SUFFIXES)
 
     def open(self, source: Source) -> xr.Dataset:
-        if source.aggregate is not None or len(source.paths) > 1:
+        if source.aggregate is not None:
             return open_aggregation(source)
+        if len(source.paths) != 1:
+            raise SourceError(
+                f"{len(source.paths)} files but no dimension to aggregate them along; "
+                'declare `aggregate = "<dimension>"` for this dataset'
+            )
         return open_one(source.paths[0], source.group)
 
     def probe(self, path: Path) -> Probe:
         """Title and groups of a file, read without xarray (fast enough for big scans)."""
         if is_zarr(path):
-            return Probe(title=_zarr_title(path))
+            return Probe(title=_zarr_title(path), groups=tuple(zarr_groups_with_arrays(path)))
+        title = _netcdf_title(path)
         if not is_hdf5(path):
-            return Probe(title=_netcdf_title(path))
-        return Probe(title=_netcdf_title(path), groups=tuple(hdf5_groups_with_variables(path)))
+            return Probe(title=title)
+        return Probe(title=title, groups=tuple(hdf5_groups_with_variables(path)))
+
+
+# What opening a file that is missing, unreadable or not what its name says raises:
+# libnetcdf and h5py raise OSError, xarray ValueError (no engine), zarr KeyError/TypeError.
+OPEN_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError)
 
 
 def open_one(path: Path, group: str | None = None) -> xr.Dataset:
     import xarray as xr
 
+    where = f"{path.name}" + (f" group {group!r}" if group else "")
     try:
         if is_zarr(path):
-            store: xr.Dataset = xr.open_zarr(path, group=group, chunks={}, decode_timedelta=False)
+            store: xr.Dataset = xr.open_zarr(
+                path,
+                group=group,
+                chunks={},
+                consolidated=is_consolidated(path),
+                decode_timedelta=False,
+            )
             return store
         # libnetcdf is not thread-safe: every open and every read holds the same lock.
         with NETCDF_LOCK:
@@ -77,23 +98,34 @@ def open_one(path: Path, group: str | None = None) -> xr.Dataset:
                 lock=NETCDF_LOCK,
             )
             return ds
-    except (OSError, ValueError, KeyError) as exc:
-        raise SourceError(f"cannot open {path.name}: {exc}") from exc
+    except OPEN_ERRORS as exc:
+        raise SourceError(f"cannot open {where}: {exc}") from exc
+
+
+def is_consolidated(path: Path) -> bool:
+    """Whether a Zarr store has consolidated metadata (v2 `.zmetadata`, v3 in `zarr.json`)."""
+    if (path / ".zmetadata").is_file():
+        return True
+    doc = path / "zarr.json"
+    try:
+        return doc.is_file() and bool(json.loads(doc.read_text()).get("consolidated_metadata"))
+    except (OSError, ValueError):
+        return False
 
 
 def open_aggregation(source: Source) -> xr.Dataset:
-    """Join files along `source.aggregate`; their coordinates must be sorted and disjoint."""
+    """Join files along `source.aggregate`; their coordinates must be sorted and disjoint.
+
+    The files may be listed in any order: they are joined in the order of their first
+    coordinate value. Everything but the aggregated dimension must be the same in all.
+    """
     import xarray as xr
 
     dim = source.aggregate or "time"
     parts = [open_one(p, source.group) for p in source.paths]
-    for path, part in zip(source.paths, parts, strict=True):
-        if dim not in part.dims:
-            raise SourceError(f"{path.name} has no dimension {dim!r} to aggregate along")
-    order = sorted(range(len(parts)), key=lambda i: _first_value(parts[i], dim))
-    parts = [parts[i] for i in order]
-    _check_disjoint([source.paths[i] for i in order], parts, dim)
     try:
+        paths, parts = _ordered(list(source.paths), parts, dim)
+        _check_alike(paths, parts, dim)
         return xr.concat(
             parts,
             dim=dim,
@@ -103,29 +135,70 @@ def open_aggregation(source: Source) -> xr.Dataset:
             join="override",
             combine_attrs="override",
         )
-    except (ValueError, KeyError) as exc:
-        raise SourceError(f"cannot aggregate along {dim!r}: {exc}") from exc
+    except SourceError:
+        for part in parts:
+            part.close()
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        for part in parts:
+            part.close()
+        raise SourceError(f"cannot aggregate {len(parts)} files along {dim!r}: {exc}") from exc
 
 
-def _first_value(ds: xr.Dataset, dim: str) -> Any:
-    return ds[dim].values[0] if dim in ds.coords and ds.sizes[dim] else 0
-
-
-def _check_disjoint(paths: list[Path], parts: list[xr.Dataset], dim: str) -> None:
-    if dim not in parts[0].coords:
-        return
-    previous: Any = None
+def _ordered(
+    paths: list[Path], parts: list[xr.Dataset], dim: str
+) -> tuple[list[Path], list[xr.Dataset]]:
+    """Files in coordinate order; each sorted inside, none overlapping the next."""
     for path, part in zip(paths, parts, strict=True):
-        values = part[dim].values
-        if len(values) > 1 and not bool(np.all(values[1:] > values[:-1])):
-            raise SourceError(f"{path.name}: coordinate {dim!r} is not strictly increasing")
-        if previous is not None and len(values) and not values[0] > previous[1]:
+        if dim not in part.dims:
+            dims = ", ".join(map(str, part.dims)) or "none"
             raise SourceError(
-                f"{path.name}: {dim!r} starts at {values[0]}, which overlaps {previous[0].name} "
-                f"ending at {previous[1]}; files of an aggregation must not overlap"
+                f"{path.name} has no dimension {dim!r} to aggregate along (its dimensions: {dims})"
             )
-        if len(values):
-            previous = (path, values[-1])
+    if not all(dim in part.coords for part in parts):
+        return paths, parts  # no coordinate values to order by: keep the files' order
+    for path, part in zip(paths, parts, strict=True):
+        _check_increasing(path, part[dim].values, dim)
+    pairs = [(p, d) for p, d in zip(paths, parts, strict=True) if d.sizes[dim]]
+    try:
+        pairs.sort(key=lambda pair: pair[1][dim].values[0])
+    except TypeError as exc:
+        raise SourceError(f"the files' {dim!r} values cannot be compared: {exc}") from exc
+    for (path_a, a), (path_b, b) in pairwise(pairs):
+        last, first = a[dim].values[-1], b[dim].values[0]
+        if not first > last:
+            raise SourceError(
+                f"{path_b.name}: {dim!r} starts at {first}, which overlaps {path_a.name} "
+                f"ending at {last}; files of an aggregation must not overlap"
+            )
+    return [p for p, _ in pairs], [d for _, d in pairs]
+
+
+def _check_increasing(path: Path, values: Any, dim: str) -> None:
+    try:
+        increasing = len(values) < 2 or bool(np.all(values[1:] > values[:-1]))
+    except TypeError as exc:
+        raise SourceError(f"{path.name}: {dim!r} values cannot be compared: {exc}") from exc
+    if not increasing:
+        raise SourceError(
+            f"{path.name}: coordinate {dim!r} is not strictly increasing inside the file; "
+            "an aggregation needs each file sorted along it"
+        )
+
+
+def _check_alike(paths: list[Path], parts: list[xr.Dataset], dim: str) -> None:
+    """Every other dimension coordinate must equal the first file's, or data would shift."""
+    first_path, first = paths[0], parts[0]
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        for name, index in first.indexes.items():
+            if name == dim:
+                continue
+            other = part.indexes.get(name)
+            if other is None or not index.equals(other):
+                raise SourceError(
+                    f"{path.name}: coordinate {name!r} differs from {first_path.name}'s; "
+                    f"files of an aggregation may differ only along {dim!r}"
+                )
 
 
 def _netcdf_title(path: Path) -> str:
@@ -142,27 +215,84 @@ def _zarr_title(path: Path) -> str:
     for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
         doc = path / name
         if doc.is_file():
-            attrs = json.loads(doc.read_text())
+            attrs = _read_json(doc)
             attrs = attrs.get(key, {}) if key else attrs
-            return str(attrs.get("title", ""))
+            return str(attrs.get("title", "")) if isinstance(attrs, dict) else ""
     return ""
 
 
+def _read_json(doc: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(doc.read_text())
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {doc}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SourceError(f"{doc} is not a JSON object")
+    return value
+
+
+def zarr_nodes(path: Path) -> Iterator[tuple[str, str, Path]]:
+    """(group path, `array` or `group`, metadata document) of every node of a Zarr store.
+
+    Walks only folders holding a metadata document, so chunk folders are never listed.
+    """
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        here = path / rel if rel else path
+        for marker, kind in ((".zarray", "array"), (".zgroup", "group"), ("zarr.json", "")):
+            doc = here / marker
+            if not doc.is_file():
+                continue
+            node = kind or str(_read_json(doc).get("node_type", "group"))
+            yield rel, node, doc
+            if node == "group":
+                subs = sorted(e.name for e in os.scandir(here) if e.is_dir() and e.name[0] != ".")
+                stack.extend(f"{rel}/{s}" if rel else s for s in reversed(subs))
+            break
+
+
+def zarr_groups_with_arrays(path: Path) -> list[str]:
+    """Groups of a Zarr store that hold arrays; `""` for the root."""
+    nodes = list(zarr_nodes(path))
+    parents = {rel.rpartition("/")[0] for rel, kind, _ in nodes if kind == "array"}
+    groups = sorted(parents)
+    return groups if groups else [""]
+
+
 def hdf5_groups_with_variables(path: Path) -> list[str]:
+    """Groups holding variables (not only netCDF dimensions); `""` for the root group.
+
+    The root is listed too when the file has no such group at all, so every readable file
+    is at least one dataset.
+    """
     import h5py
 
     found: list[str] = []
 
     def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and any(isinstance(v, h5py.Dataset) for v in obj.values()):
+        if isinstance(obj, h5py.Group) and _has_variables(obj):
             found.append(name)
 
     try:
         with h5py.File(path, "r") as f:
+            if _has_variables(f):
+                found.append("")
             f.visititems(visit)
     except OSError as exc:
         raise SourceError(f"cannot read groups of {path.name}: {exc}") from exc
-    return sorted(found)
+    return sorted(found) or [""]
+
+
+def _has_variables(group: Any) -> bool:
+    import h5py
+
+    for item in group.values():
+        if isinstance(item, h5py.Dataset):
+            name = item.attrs.get("NAME", b"")
+            if not (isinstance(name, bytes) and name.startswith(NETCDF_DIM_ONLY)):
+                return True
+    return False
 
 
 def stored_chunks(path: Path, group: str | None, name: str) -> StoredChunks | None:
@@ -176,10 +306,9 @@ def stored_chunks(path: Path, group: str | None, name: str) -> StoredChunks | No
         var = node.get(name)
         if not isinstance(var, h5py.Dataset) or var.chunks is None:
             return None
-        pipeline = _filter_pipeline(var)
-        if pipeline is None or var.dtype.kind not in "biuf":
+        filters = _filter_pipeline(var)
+        if filters is None or var.dtype.kind not in "biuf":
             return None
-        shuffle, level = pipeline
         index: dict[tuple[int, ...], tuple[int, int]] = {}
         chunks = var.chunks
 
@@ -194,19 +323,34 @@ def stored_chunks(path: Path, group: str | None, name: str) -> StoredChunks | No
             var.id.chunk_iter(note)
         except _Mixed:
             return None
-        return StoredChunks(path, var.dtype.str, tuple(chunks), shuffle, level, index)
+        fill = np.asarray(var.fillvalue, dtype=var.dtype).tobytes()
+        return StoredChunks(
+            path, var.dtype.str, tuple(var.shape), tuple(chunks), filters, fill, index
+        )
 
 
 class _Mixed(Exception):
     pass
 
 
-def _filter_pipeline(var: Any) -> tuple[bool, int | None] | None:
-    """(shuffle, deflate level) when the filters are only shuffle then deflate, else None."""
+# HDF5 filter ids (H5Zpublic.h) whose output numcodecs decodes byte for byte.
+_NUMCODECS_OF_H5 = {1: "zlib", 2: "shuffle", 3: "fletcher32"}
+
+
+def _filter_pipeline(var: Any) -> tuple[tuple[str, int], ...] | None:
+    """The filters in write order as (numcodecs id, parameter), or None if one has no twin.
+
+    The parameter is the deflate level for zlib, the element size for shuffle, 0 otherwise.
+    """
     plist = var.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    ids = [f[0] for f in filters]
-    if ids not in ([], [H5_DEFLATE], [H5_SHUFFLE, H5_DEFLATE], [H5_SHUFFLE]):
-        return None
-    level = next((int(f[2][0]) for f in filters if f[0] == H5_DEFLATE), None)
-    return H5_SHUFFLE in ids, level
+    out: list[tuple[str, int]] = []
+    for i in range(plist.get_nfilters()):
+        code, _flags, values, _name = plist.get_filter(i)
+        codec = _NUMCODECS_OF_H5.get(code)
+        if codec is None:
+            return None
+        param = {"zlib": int(values[0]) if values else 6, "shuffle": var.dtype.itemsize}
+        if codec == "shuffle" and ("fletcher32", 0) in out and 4 % var.dtype.itemsize:
+            return None  # the checksum's 4 bytes leave a partial element numcodecs refuses
+        out.append((codec, param.get(codec, 0)))
+    return tuple(out)

@@ -8,6 +8,7 @@ those filters and served as stored; every other chunk is encoded on request.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,17 +26,30 @@ if TYPE_CHECKING:
 ZarrFormat = Literal[2, 3]
 ENCODED_CLEVEL = 1
 METADATA_KEYS = {2: ".zmetadata", 3: "zarr.json"}
+# A variable stored whole (NetCDF3, contiguous NetCDF4) is cut into chunks of about this
+# many bytes, so one request never decodes a whole large variable.
+TARGET_CHUNK_BYTES = 4 * 2**20
+_INDEX = r"(?:0|[1-9][0-9]*)"
+_V2_CHUNK = re.compile(rf"{_INDEX}(?:\.{_INDEX})*")
+_V3_CHUNK = re.compile(rf"c(?:/{_INDEX})*")
 
 
 @dataclass(frozen=True)
 class ArrayPlan:
-    """How to produce the chunks of one array that are not held in memory."""
+    """How to produce the chunks of one array that are not held in memory.
+
+    `dtype` is the layout of a chunk's bytes before `codecs` (numcodecs, applied in order)
+    compress them; `stored`, when set, is where the chunks already lie in that form.
+    `char_dim` marks a fixed-width string variable served as characters (NetCDF `S1`).
+    """
 
     name: str
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: np.dtype[Any]
     stored: StoredChunks | None
+    codecs: tuple[Any, ...] = ()
+    char_dim: bool = False
 
     def grid(self) -> tuple[int, ...]:
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunks, strict=True))
@@ -61,21 +75,29 @@ class ZarrView:
     plans: dict[str, ArrayPlan]
 
     def parse_chunk_key(self, key: str) -> tuple[ArrayPlan, tuple[int, ...]]:
+        """The array and chunk coordinates of a chunk key, or DatasetNotFound.
+
+        v2 keys are `name/i.j.k` (`name/0` for a 0-d array); v3 keys are `name/c/i/j/k`
+        (`name/c` for a 0-d array), as zarr's default chunk key encodings write them.
+        """
         name, _, rest = key.rpartition("/")
         if self.zarr_format == 3:
-            name, sep, rest = key.partition("/c")
-            rest = rest.lstrip("/")
+            name, sep, tail = key.partition("/c")
+            rest = "c" + tail
             if not sep:
                 raise DatasetNotFound(f"no key {key!r}")
         plan = self.plans.get(name)
-        if plan is None:
+        pattern = _V3_CHUNK if self.zarr_format == 3 else _V2_CHUNK
+        if plan is None or not pattern.fullmatch(rest):
             raise DatasetNotFound(f"no key {key!r}")
-        parts = re.split(r"[./]", rest) if rest else []
-        if not all(p.isdigit() for p in parts):
-            raise DatasetNotFound(f"no key {key!r}")
-        coords = tuple(int(p) for p in parts) or (0,) * 0
+        coords = tuple(int(p) for p in re.findall(r"[0-9]+", rest))
+        if self.zarr_format == 2 and not plan.shape and coords == (0,):
+            coords = ()
         if len(coords) != len(plan.shape):
-            raise DatasetNotFound(f"no key {key!r}")
+            raise DatasetNotFound(
+                f"no key {key!r}: {name!r} has {len(plan.shape)} dimensions, "
+                f"the key names {len(coords)}"
+            )
         plan.region(coords)
         return plan, coords
 
@@ -91,6 +113,10 @@ def build_view(
     prepared, plans = _prepare(ds, zarr_format, stored)
     store = zarr.storage.MemoryStore()
     prepared.to_zarr(store, mode="w", compute=False, zarr_format=zarr_format, consolidated=True)
+    if _restore_time_units(store, ds, zarr_format):
+        zarr.consolidate_metadata(store, zarr_format=zarr_format)
+    if zarr_format == 2:
+        plans = {name: _check_missing_chunks(store, plan) for name, plan in plans.items()}
     documents = {key: bytes(buf.to_bytes()) for key, buf in store._store_dict.items()}
     return ZarrView(zarr_format, documents, plans)
 
@@ -98,30 +124,77 @@ def build_view(
 def _prepare(
     ds: xr.Dataset, zarr_format: ZarrFormat, stored: Callable[[str], StoredChunks | None]
 ) -> tuple[xr.Dataset, dict[str, ArrayPlan]]:
-    from xarray.backends.zarr import encode_zarr_variable
-
     out = ds.copy(deep=False)
     plans: dict[str, ArrayPlan] = {}
-    for name, var in ds.variables.items():
+    for key, var in ds.variables.items():
+        name = str(key)
         cf = {"_FillValue": None, **_cf_encoding(var.encoding)}
+        char_dim = _is_char_array(var) and name not in var.dims
+        if char_dim:
+            var = _as_characters(var, name)
+            out[name] = var
+            cf.pop("dtype")
         if var.chunks is None:  # in memory: xarray writes it whole into the store
             out[name].encoding = cf
             continue
-        chunks = tuple(c[0] for c in var.chunks) if var.ndim else ()
-        encoded = encode_zarr_variable(var, name=str(name), zarr_format=zarr_format)
-        raw = stored(str(name)) if var.ndim else None
-        if raw is not None and (raw.chunks != chunks or np.dtype(raw.dtype) != encoded.dtype):
-            raw = None
-        if raw is not None and np.dtype(raw.dtype).byteorder == ">":
-            raw = None
-        codecs = _stored_codecs(raw, zarr_format) if raw else _encoded_codecs(zarr_format)
-        out[name] = var.chunk(dict(zip(var.dims, chunks, strict=True)) if var.ndim else {})
-        out[name].encoding = {**cf, "chunks": chunks, **codecs}
-        little = (
-            encoded.dtype.newbyteorder("<") if encoded.dtype.byteorder == ">" else encoded.dtype
-        )
-        plans[str(name)] = ArrayPlan(str(name), var.shape, chunks, little, raw)
+        plan, encoding = _plan(var, name, zarr_format, stored, char_dim)
+        out[name] = var.chunk(dict(zip(var.dims, plan.chunks, strict=True)))
+        out[name].encoding = {**cf, **encoding}
+        plans[name] = plan
     return out, plans
+
+
+def _plan(
+    var: xr.Variable,
+    name: str,
+    zarr_format: ZarrFormat,
+    stored: Callable[[str], StoredChunks | None],
+    char_dim: bool,
+) -> tuple[ArrayPlan, dict[str, Any]]:
+    """How the chunks of a dask-backed variable are produced, and the encoding to declare."""
+    from xarray.backends.zarr import encode_zarr_variable
+
+    head = var[tuple(slice(0, 1) for _ in var.dims)]
+    dtype = encode_zarr_variable(head, name=name, zarr_format=zarr_format).dtype
+    raw = stored(name) if var.ndim and not char_dim else None
+    if raw is not None and (
+        raw.shape != var.shape or not _same_values(np.dtype(raw.dtype), dtype, zarr_format)
+    ):
+        raw = None
+    if raw is not None:
+        codecs = tuple(_numcodec(codec, param) for codec, param in raw.filters)
+        chunks, layout = raw.chunks, np.dtype(raw.dtype)
+        declared = _declare(codecs, layout, zarr_format)
+        if zarr_format == 3:  # v3 keeps the fill apart from _FillValue: make it the file's
+            declared["fill_value"] = np.frombuffer(raw.fill, dtype=layout)[0]
+    else:
+        codecs = (_numcodec("zstd", ENCODED_CLEVEL),)
+        chunks = _encoded_chunks(var, dtype.itemsize)
+        layout = dtype if zarr_format == 2 else dtype.newbyteorder("<")
+        declared = _declare(codecs, layout, zarr_format)
+    plan = ArrayPlan(name, var.shape, chunks, layout, raw, codecs, char_dim)
+    return plan, {"chunks": chunks, **declared}
+
+
+def _same_values(stored: np.dtype[Any], encoded: np.dtype[Any], zarr_format: ZarrFormat) -> bool:
+    """Whether stored bytes can stand for the encoded dtype (v3 declares the byte order)."""
+    if zarr_format == 2:
+        return stored == encoded
+    return stored.newbyteorder("<") == encoded.newbyteorder("<")
+
+
+def _encoded_chunks(var: xr.Variable, itemsize: int) -> tuple[int, ...]:
+    """The dask chunking, or for one whole-variable chunk, leading dims cut to size."""
+    assert var.chunks is not None
+    chunks = [max(c[0], 1) if c else 1 for c in var.chunks]
+    if any(len(c) > 1 for c in var.chunks):
+        return tuple(chunks)
+    for i in range(len(chunks)):
+        trailing = math.prod(chunks[i + 1 :]) * itemsize
+        if chunks[i] * trailing <= TARGET_CHUNK_BYTES:
+            break
+        chunks[i] = max(1, TARGET_CHUNK_BYTES // max(trailing, 1))
+    return tuple(chunks)
 
 
 _CF_KEYS = (
@@ -139,60 +212,124 @@ def _cf_encoding(encoding: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in encoding.items() if k in _CF_KEYS}
 
 
-def _stored_codecs(raw: StoredChunks, zarr_format: ZarrFormat) -> dict[str, Any]:
-    import zarr.codecs as zc
-    from numcodecs import Shuffle, Zlib
-    from zarr.codecs.numcodecs import Shuffle as ZShuffle
-    from zarr.codecs.numcodecs import Zlib as ZZlib
+def _is_char_array(var: xr.Variable) -> bool:
+    """A NetCDF character array (`S1` with a string dimension) decoded to fixed-width bytes."""
+    return var.dtype.kind == "S" and var.encoding.get("dtype") == np.dtype("S1")
 
-    size = np.dtype(raw.dtype).itemsize
+
+def _as_characters(var: xr.Variable, name: str) -> xr.Variable:
+    """`S1` characters along the original string dimension, as a NetCDF file stores them.
+
+    Zarr has no character arrays; stored this way, xarray's reader joins the characters
+    back and reports the same `dtype` and `char_dim_name` encoding as the local file.
+    """
+    from xarray.coding.strings import CharacterArrayCoder
+
+    chars: xr.Variable = CharacterArrayCoder().encode(var, name=name)  # type: ignore[no-untyped-call]
+    return chars
+
+
+def _numcodec(codec: str, param: int) -> Any:
+    from numcodecs import Fletcher32, Shuffle, Zlib, Zstd
+
+    makers: dict[str, Callable[[int], Any]] = {
+        "zlib": lambda p: Zlib(level=p),
+        "shuffle": lambda p: Shuffle(elementsize=p),
+        "fletcher32": lambda _: Fletcher32(),
+        "zstd": lambda p: Zstd(level=p),
+    }
+    return makers[codec](param)
+
+
+def _declare(
+    codecs: tuple[Any, ...], layout: np.dtype[Any], zarr_format: ZarrFormat
+) -> dict[str, Any]:
+    """The zarr encoding that decodes bytes made by `codecs` (applied in order) from `layout`."""
     if zarr_format == 2:
-        return {
-            "compressors": [Zlib(level=raw.deflate_level)]
-            if raw.deflate_level is not None
-            else None,
-            "filters": [Shuffle(elementsize=size)] if raw.shuffle else None,
-        }
-    byte_codecs: list[Any] = []
-    if raw.shuffle:
-        byte_codecs.append(ZShuffle(elementsize=size))
-    if raw.deflate_level is not None:
-        byte_codecs.append(ZZlib(level=raw.deflate_level))
+        *filters, last = codecs or (None,)
+        if last is not None and last.codec_id in ("zlib", "zstd"):
+            return {"compressors": [last], "filters": filters or None}
+        return {"compressors": None, "filters": list(codecs) or None}
+    import zarr.codecs as zc
+    from zarr.codecs import numcodecs as znc
+
+    v3: dict[str, Callable[[Any], Any]] = {
+        "zlib": lambda c: znc.Zlib(level=c.level),
+        "shuffle": lambda c: znc.Shuffle(elementsize=c.elementsize),
+        "fletcher32": lambda c: znc.Fletcher32(),
+        "zstd": lambda c: zc.ZstdCodec(level=c.level),
+    }
+    endian = None if layout.itemsize == 1 else ("big" if layout.byteorder == ">" else "little")
     return {
-        "serializer": zc.BytesCodec(endian="little"),
-        "compressors": byte_codecs or None,
+        "serializer": zc.BytesCodec(endian=endian),
+        "compressors": [v3[c.codec_id](c) for c in codecs] or None,
         "filters": None,
     }
 
 
-def _encoded_codecs(zarr_format: ZarrFormat) -> dict[str, Any]:
-    import zarr.codecs as zc
-    from numcodecs import Zstd
+def _restore_time_units(store: Any, ds: xr.Dataset, zarr_format: ZarrFormat) -> bool:
+    """Put back time `units` that xarray rewrote in an equivalent form; True if any.
 
-    if zarr_format == 2:
-        return {"compressors": [Zstd(level=ENCODED_CLEVEL)], "filters": None}
-    return {"compressors": [zc.ZstdCodec(level=ENCODED_CLEVEL)], "filters": None}
+    xarray encodes in-memory times eagerly and normalises the units on the way
+    ("hours since 1970-01-01 00:00:00" becomes "hours since 1970-01-01"); the numbers are
+    the same under either spelling, so the file's own spelling is restored.
+    """
+    import zarr
+    from xarray.coding.times import _cleanup_netcdf_time_units
+
+    group = zarr.open_group(store, mode="r+", zarr_format=zarr_format, use_consolidated=False)
+    changed = False
+    for name, var in ds.variables.items():
+        units = var.encoding.get("units")
+        if not isinstance(units, str) or str(name) not in group:
+            continue
+        written = group[str(name)].attrs.get("units")
+        if written != units and written == _cleanup_netcdf_time_units(units):
+            group[str(name)].attrs["units"] = units
+            changed = True
+    return changed
+
+
+def _check_missing_chunks(store: Any, plan: ArrayPlan) -> ArrayPlan:
+    """Encode unwritten chunks when the v2 client would not fill them as the file does.
+
+    A v2 array's `fill_value` is also its `_FillValue` (null reads as zero), so it can't
+    always be set to the HDF5 fill value; if they differ, the chunks are encoded instead.
+    """
+    import zarr
+
+    raw = plan.stored
+    if raw is None or raw.complete():
+        return plan
+    array = zarr.open_array(store, path=plan.name, zarr_format=2)
+    declared = np.asarray(array.fill_value or 0, dtype=plan.dtype)
+    fill = np.frombuffer(raw.fill, dtype=plan.dtype)[0]
+    if np.array_equal(declared, fill, equal_nan=plan.dtype.kind == "f"):
+        return plan
+    return ArrayPlan(plan.name, plan.shape, plan.chunks, plan.dtype, None, plan.codecs)
 
 
 def encode_chunk(
     ds: xr.Dataset, plan: ArrayPlan, coords: tuple[int, ...], fmt: ZarrFormat
 ) -> bytes:
     """CF-encode the chunk at `coords` of `plan`'s variable and compress it as declared."""
-    from numcodecs import Zstd
     from xarray.backends.zarr import encode_zarr_variable
 
     region = plan.region(coords)
     var = ds.variables[plan.name]
-    part = var[region] if var.ndim else var
+    part = var[region[:-1] if plan.char_dim else region]
+    if plan.char_dim:
+        part = _as_characters(part, plan.name)
     encoded = encode_zarr_variable(part, name=plan.name, zarr_format=fmt)
-    block = np.asarray(encoded.values, dtype=plan.dtype)
+    block = np.asarray(encoded.values).astype(plan.dtype, copy=False)
     if block.shape != plan.chunks:
         padded = np.zeros(plan.chunks, dtype=plan.dtype)
         padded[tuple(slice(0, n) for n in block.shape)] = block
         block = padded
-    if fmt == 2 and block.dtype.kind in "SU":
-        block = np.ascontiguousarray(block)
-    return bytes(Zstd(level=ENCODED_CLEVEL).encode(np.ascontiguousarray(block)))
+    data: Any = np.ascontiguousarray(block)
+    for codec in plan.codecs:
+        data = codec.encode(data)
+    return bytes(data)
 
 
 def parse_format(text: str) -> ZarrFormat:

@@ -1,4 +1,4 @@
-"""The catalog: datasets, files files and when they last changed.
+"""The catalog: datasets, the files scanned and when they last changed.
 
 Revision ID: 0001
 Revises:
