@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DATA := $(CURDIR)/.demo/data
-CODE := $(wildcard $(CODE))
+CODE := $(wildcard src tests bench examples)
 
 .PHONY: demo test check bench install format clean
 
