@@ -1,0 +1,129 @@
+"""The client side of a measurement, run in a fresh process: `python reader.py SPEC_JSON`.
+
+Prints one JSON line with the times and the CRC32 of the values read, which the
+orchestrator compares with `reference.json`. Imports happen before any clock starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any
+
+
+def open_ds(kind: str, url: str) -> Any:
+    import xarray as xr
+
+    if kind in ("zarr", "local-zarr"):
+        return xr.open_zarr(url, consolidated=True)
+    if kind == "local-nc":
+        return xr.open_dataset(url, engine="netcdf4")
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def crc(values: Any) -> int:
+    import numpy as np
+
+    return zlib.crc32(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def read_full(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Open and read the whole variable, `reps` times in this one process."""
+    deadline = time.perf_counter() + spec["budget_s"]
+    for _ in range(spec["reps"]):
+        t0 = time.perf_counter()
+        ds = open_ds(spec["kind"], spec["url"])
+        values = ds.temp.values
+        out["times"].append(time.perf_counter() - t0)
+        out["nbytes"], out["shape"] = int(values.nbytes), list(values.shape)
+        out["crc"] = crc(values)
+        ds.close()
+        del values
+        if time.perf_counter() > deadline:
+            break
+
+
+def read_subset(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Open + read the small subset `reps` times after one warm-up (imports, connections)."""
+    sel = {k: slice(*v) for k, v in spec["subset"].items()}
+    deadline = time.perf_counter() + spec["budget_s"]
+    ds = open_ds(spec["kind"], spec["url"])
+    values = ds.temp.isel(sel).values  # warm-up
+    out["read_times"] = []
+    for _ in range(spec["reps"]):
+        t0 = time.perf_counter()
+        values = ds.temp.isel(sel).values
+        out["read_times"].append(time.perf_counter() - t0)
+    ds.close()
+    for _ in range(spec["reps"]):
+        t0 = time.perf_counter()
+        ds = open_ds(spec["kind"], spec["url"])
+        values = ds.temp.isel(sel).values
+        ds.close()
+        out["times"].append(time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    out["crc"] = crc(values)
+
+
+def stream(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """GET a (large) subset to a file, then check its first and last time steps."""
+    import netCDF4
+
+    path = Path(spec["path"])
+    t0 = time.perf_counter()
+    try:
+        # the server may prepare a whole file before its first byte: a generous read timeout
+        try:
+            with urllib.request.urlopen(spec["url"], timeout=600) as r, path.open("wb") as f:
+                out["status"], out["content_type"] = r.status, r.headers.get("Content-Type")
+                out["first_byte_s"] = time.perf_counter() - t0
+                while block := r.read(1 << 20):
+                    f.write(block)
+                    if time.perf_counter() - t0 > spec["budget_s"]:
+                        raise TimeoutError(f"stream not done after {spec['budget_s']} s")
+        except TimeoutError as exc:
+            where = "mid-stream" if "first_byte_s" in out else "before the first byte"
+            took = time.perf_counter() - t0
+            raise TimeoutError(f"timed out {where}, after {took:.0f} s ({exc})") from exc
+        out["times"].append(time.perf_counter() - t0)
+        out["nbytes"] = path.stat().st_size
+        with netCDF4.Dataset(path) as nc:
+            temp = nc["temp"]
+            temp.set_auto_mask(False)
+            out["shape"] = list(temp.shape)
+            out["first_crc"], out["last_crc"] = crc(temp[0]), crc(temp[-1])
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    import dask.array  # noqa: F401  (imported before the clock starts)
+    import numpy  # noqa: F401
+    import xarray  # noqa: F401
+    import zarr  # noqa: F401
+
+    if spec["kind"] == "zarr":
+        import aiohttp  # noqa: F401
+        import fsspec.implementations.http  # noqa: F401
+    out: dict[str, Any] = {"times": [], "errors": []}
+    what = {"full": read_full, "subset": read_subset, "stream": stream}[spec["what"]]
+    try:
+        what(spec, out)
+    except urllib.error.HTTPError as exc:
+        out["status"] = exc.code
+        out["errors"].append(f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}")
+    except Exception as exc:
+        out["errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,528 @@
+"""Outcrop against its peers, in one run: `make bench` or `python bench/run.py [options]`.
+
+Generates the data once (cached under the work folder), then measures Outcrop serving the
+NetCDF4 file over Zarr v2 and v3, xpublish + xpublish-zarr serving the same file, nginx
+serving static Zarr v2/v3 copies (the limit) and local reads, and prints a Markdown table
+of medians with ratios against nginx and against the targets of issue 2. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dataset
+import load
+import report
+import servers
+from servers import HOST, Server
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_WORK = Path(os.environ.get("OUTCROP_BENCH_DIR", "/tmp/outcrop-bench-project"))
+V2_META, V2_CHUNK = "/.zmetadata", "/temp/{t}.0.0"
+V3_META, V3_CHUNK = "/zarr.json", "/temp/c/{t}/0/0"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row of the tables: a server (or a local reader) and the URLs it answers."""
+
+    name: str
+    label: str
+    server: str | None  # "outcrop", "xpublish", "nginx"; None: local read
+    path: str  # URL path of the dataset, or the local store under the data folder
+    meta: str = ""
+    chunk: str = ""
+    ref: str | None = None  # the nginx contender serving the same format
+    same_bytes: str | None = None  # the nginx contender serving the bytes Outcrop serves
+
+    @property
+    def kind(self) -> str:
+        if self.server:
+            return "zarr"
+        return "local-nc" if self.path.endswith(".nc") else "local-zarr"
+
+
+V2 = {"meta": V2_META, "chunk": V2_CHUNK}
+V3 = {"meta": V3_META, "chunk": V3_CHUNK}
+N2, N3 = {**V2, "ref": "nginx-zarr2"}, {**V3, "ref": "nginx-zarr3"}
+NGINX_Z = "nginx, static Zarr v{} with grid.nc's zlib+shuffle (Outcrop's bytes)"
+CONTENDERS = [
+    Contender("local-nc", "local NetCDF4 file", None, "nc/grid.nc"),
+    Contender("local-zarr2", "local Zarr v2 copy", None, "zarr2/grid.zarr", ref="nginx-zarr2"),
+    Contender("local-zarr3", "local Zarr v3 copy", None, "zarr3/grid.zarr", ref="nginx-zarr3"),
+    Contender("nginx-zarr2", "nginx, static Zarr v2", "nginx", "/zarr2/grid.zarr", **N2),
+    Contender("nginx-zarr3", "nginx, static Zarr v3", "nginx", "/zarr3/grid.zarr", **N3),
+    Contender("nginx-zarr2-zlib", NGINX_Z.format(2), "nginx", "/zarr2z/grid.zarr", **N2),
+    Contender("nginx-zarr3-zlib", NGINX_Z.format(3), "nginx", "/zarr3z/grid.zarr", **N3),
+    Contender(
+        "outcrop-zarr2",
+        "Outcrop, Zarr v2",
+        "outcrop",
+        "/zarr/grid",
+        **V2,
+        ref="nginx-zarr2",
+        same_bytes="nginx-zarr2-zlib",
+    ),
+    Contender(
+        "outcrop-zarr3",
+        "Outcrop, Zarr v3",
+        "outcrop",
+        "/zarr/grid",
+        **V3,
+        ref="nginx-zarr3",
+        same_bytes="nginx-zarr3-zlib",
+    ),
+    Contender(
+        "xpublish-zarr3",
+        "xpublish 0.5.2 + xpublish-zarr 0.1.0",
+        "xpublish",
+        "/datasets/grid/zarr",
+        **V3,
+        ref="nginx-zarr3",
+    ),
+]
+EXTRAS = ("outcrop-restart", "outcrop-stream")
+
+
+class Bench:
+    """Everything one run needs: options, folders, tools, reference checksums, results."""
+
+    def __init__(self, cfg: argparse.Namespace) -> None:
+        self.cfg = cfg
+        self.work: Path = cfg.work_dir
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.logs = self.work / "logs" / self.stamp
+        self.run_dir = self.work / "run"
+        for d in (self.logs, self.run_dir, RESULTS):
+            d.mkdir(parents=True, exist_ok=True)
+        self.nt = dataset.steps_for(cfg.size_mb)
+        self.data = self.work / f"data-{self.nt}"
+        self.tools: dict[str, str | None] = {}
+        self.xpublish_py: Path | None = None
+        self.ref: dict[str, Any] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    # -- servers -----------------------------------------------------------------------
+    def server_for(self, c: Contender, tag: str, data: Path | None = None) -> Server:
+        port = servers.free_port()
+        base = f"http://{HOST}:{port}"
+        log_path = self.logs / f"{c.name}-{tag}.log"
+        env: dict[str, str] = {}
+        if c.server == "nginx":
+            argv = servers.nginx_argv(self.tools["nginx"] or "nginx", port, self.data, self.run_dir)
+        elif c.server == "xpublish":
+            script = self.run_dir / "xpublish_serve.py"
+            script.write_text(servers.XPUBLISH_SERVE)
+            nc = str(self.data / "nc" / "grid.nc")
+            argv = [str(self.xpublish_py), str(script), nc, str(port)]
+        else:
+            state = self.work / "state" / f"{c.name}-{tag}"
+            shutil.rmtree(state, ignore_errors=True)
+            argv = self.outcrop_argv(data or self.data / "nc", port, state)
+            env = {"OUTCROP_MAX_RESPONSE_MB": "16384"}
+        return Server(argv, base + c.path, log_path, env)
+
+    def outcrop_argv(self, folder: Path, port: int, state: Path) -> list[str]:
+        argv = [sys.executable, "-m", "outcrop", "serve", str(folder)]
+        argv += ["--host", HOST, "--port", str(port), "--data-dir", str(state)]
+        return argv + self.cfg.outcrop_args.split()
+
+    def start(self, c: Contender, res: dict[str, Any], tag: str) -> Server:
+        srv = self.server_for(c, tag)
+        srv.start(self.run_dir)
+        res["cold"].append(srv.wait_ready(c.meta))
+        note = f"port {srv.url.split(':')[2].split('/')[0]}"
+        print(
+            f"    [{tag}] first 200 on metadata after {res['cold'][-1]:.2f} s ({note})", flush=True
+        )
+        return srv
+
+    # -- clients -----------------------------------------------------------------------
+    def read(self, kind: str, url: str, what: str, reps: int, budget: float) -> dict[str, Any]:
+        """Run reader.py in a fresh process; its JSON answer, or the error it died with."""
+        spec = {"kind": kind, "url": url, "what": what, "reps": reps, "budget_s": budget}
+        spec["subset"] = self.ref.get("subset", {})
+        cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=budget + 300)
+        except subprocess.TimeoutExpired:
+            return {"times": [], "errors": [f"reader timed out after {budget + 300:.0f} s"]}
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode != 0 or not lines:
+            tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+            return {"times": [], "errors": [f"reader rc={r.returncode}: {tail[:400]}"]}
+        out: dict[str, Any] = json.loads(lines[-1])
+        return out
+
+    # -- workloads ---------------------------------------------------------------------
+    def bench_local(self, c: Contender) -> dict[str, Any]:
+        path = str(self.data / c.path)
+        res: dict[str, Any] = {"errors": []}
+        res["full"] = self.read(c.kind, path, "full", self.cfg.runs, self.cfg.full_budget)
+        res["subset"] = self.read(c.kind, path, "subset", self.cfg.subset_reps, 120)
+        say_full(res)
+        return res
+
+    def bench_server(self, c: Contender) -> dict[str, Any]:
+        """Start 1: full read (+ RSS), subset. Start 2: wrk on a fresh process. Then starts
+        for the cold-start median only."""
+        res: dict[str, Any] = {"cold": [], "errors": []}
+        srv = None
+        try:
+            srv = self.start(c, res, "s1")
+            res["mem_start"] = srv.memory()
+            self.full_and_subset(c, srv, res)
+            srv.stop()
+            srv = None
+            if self.tools.get("wrk"):
+                srv = self.start(c, res, "s2")
+                res["wrk"] = self.wrk_all(c, srv)
+                srv.stop()
+                srv = None
+            while len(res["cold"]) < self.cfg.runs:
+                srv = self.start(c, res, f"s{len(res['cold']) + 1}")
+                srv.stop()
+                srv = None
+        except Exception as exc:
+            res["errors"].append(f"{type(exc).__name__}: {exc}")
+            print(f"    ERROR {exc}", flush=True)
+        finally:
+            if srv is not None:
+                srv.stop()
+        return res
+
+    def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
+        cpu0 = srv.cpu()
+        res["full"] = self.read(c.kind, srv.url, "full", self.cfg.runs, self.cfg.full_budget)
+        res["full"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, len(res["full"]["times"]))
+        res["mem_full"] = srv.memory()
+        say_full(res)
+        if not srv.alive():
+            raise RuntimeError(f"server died during the full read: {srv.tail()}")
+        res["subset"] = self.read(c.kind, srv.url, "subset", self.cfg.subset_reps, 180)
+        times = res["subset"]["times"]
+        ms = f"{1e3 * sorted(times)[len(times) // 2]:.1f} ms" if times else "—"
+        print(f"    subset open+read: median {ms} {res['subset']['errors'] or ''}", flush=True)
+
+    def wrk_all(self, c: Contender, srv: Server) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        meta = load.probe(srv.url + c.meta)
+        n_steps = time_chunks(meta.get("body", b""), self.nt)
+        plan = [("chunk", c.chunk, 0), ("meta", c.meta, 0), ("cycle", c.chunk, n_steps)]
+        for key, suffix, cycle in plan:
+            out[key] = self.wrk_one(srv, srv.url + suffix, cycle)
+            entry = out[key]
+            rps = report.median([r.get("rps") for r in entry["runs"]])
+            errors = sum(r.get("non2xx", 0) + r.get("sock_err", 0) for r in entry["runs"])
+            shown = entry.get("skipped") or f"{rps or 0:.0f} req/s, {errors} errors"
+            print(f"    wrk {key}: {shown}", flush=True)
+            if not srv.alive():
+                raise RuntimeError(f"server died under wrk: {srv.tail()}")
+        return out
+
+    def wrk_one(self, srv: Server, url: str, cycle_n: int) -> dict[str, Any]:
+        pr = load.probe(url.replace("{t}", "0"))
+        pr.pop("body", None)
+        entry: dict[str, Any] = {"probe": pr, "runs": [], "n_distinct": cycle_n or None}
+        if pr["status"] != 200:
+            entry["skipped"] = f"probe answered {pr['status']}: {pr.get('error', '')[:200]}"
+            return entry
+        for _ in range(self.cfg.runs):
+            cpu0, t0 = srv.cpu(), time.perf_counter()
+            run = load.run_wrk(self.tools["wrk"] or "wrk", url, self.run_dir, cycle_n)
+            run["srv_cores"] = (srv.cpu() - cpu0) / (time.perf_counter() - t0)
+            entry["runs"].append(run)
+            if not srv.alive():
+                break
+        return entry
+
+    def bench_restart(self) -> dict[str, Any]:
+        """Index 1,000 small files once, then time restarts to the first 200 on /api/datasets."""
+        folder = dataset.ensure_many(self.work)
+        c = Contender("outcrop-restart", "Outcrop", "outcrop", "/api/datasets", "/api/datasets")
+        res: dict[str, Any] = {"times": [], "errors": []}
+        state = self.work / "state" / "restart"
+        shutil.rmtree(state, ignore_errors=True)
+        try:
+            for i in range(self.cfg.runs + 1):
+                port = servers.free_port()
+                argv = self.outcrop_argv(folder, port, state)
+                log_path = self.logs / f"outcrop-restart-{i}.log"
+                srv = Server(argv, f"http://{HOST}:{port}{c.path}", log_path, {})
+                try:
+                    srv.start(self.run_dir)
+                    took = srv.wait_ready("", timeout=600)
+                    body = load.probe(srv.url + "?limit=1")
+                    res["total"] = json.loads(body["body"] or b"{}").get("total")
+                finally:
+                    srv.stop()
+                if i == 0:
+                    res["index_s"] = took
+                else:
+                    res["times"].append(took)
+                label = "first start, indexing" if i == 0 else "restart"
+                print(
+                    f"    {label}: first 200 after {took:.2f} s, total={res['total']}", flush=True
+                )
+        except Exception as exc:
+            res["errors"].append(f"{type(exc).__name__}: {exc}")
+            print(f"    ERROR {exc}", flush=True)
+        return res
+
+    def bench_stream(self) -> dict[str, Any]:
+        """Peak server RSS while a 5 GB NetCDF subset streams from /api/datasets/{id}/data."""
+        info = dataset.ensure_big(self.data, self.ref)
+        req = dataset.big_request(info["nt_src"], self.ref["step_crcs"])
+        c = Contender("outcrop-stream", "Outcrop", "outcrop", "/api/datasets", "")
+        res: dict[str, Any] = {"request": req, "errors": [], "cold": []}
+        srv = self.server_for(c, "big", data=self.data / "big")
+        try:
+            srv.start(self.run_dir)
+            srv.wait_ready("", timeout=600)
+            small = f"var=temp&time={dataset.EPOCH}/{dataset.EPOCH}&format=nc"
+            pr = load.probe(f"{srv.url}/big/data?{small}")
+            if pr["status"] != 200:
+                res["skipped"] = (
+                    f"GET /api/datasets/{{id}}/data answered {pr['status']} "
+                    f"({pr.get('error', '')[:160]}): route not available, workload skipped"
+                )
+                print(f"    {res['skipped']}", flush=True)
+                return res
+            url = f"{srv.url}/big/data?{req['query']}"
+            res["stream"] = self.stream_watched(srv, url, res)
+        except Exception as exc:
+            res["errors"].append(f"{type(exc).__name__}: {exc}")
+            print(f"    ERROR {exc}", flush=True)
+        finally:
+            srv.stop()
+        return res
+
+    def stream_watched(self, srv: Server, url: str, res: dict[str, Any]) -> dict[str, Any]:
+        """Run the streaming reader while sampling the server's RSS twice a second."""
+        spec = {"kind": "stream", "what": "stream", "url": url, "budget_s": 900}
+        spec["path"] = str(self.work / "stream-out.nc")
+        cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        peak = 0.0
+        try:
+            deadline = time.perf_counter() + 1200
+            while proc.poll() is None and time.perf_counter() < deadline:
+                peak = max(peak, srv.memory()["rss_mb"])
+                time.sleep(0.5)
+            res["mem"] = {**srv.memory(), "rss_peak_sampled_mb": peak}
+        finally:
+            servers.stop_group(proc)
+        stdout = proc.stdout.read() if proc.stdout else ""
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+        out: dict[str, Any] = json.loads(lines[-1]) if lines else {"errors": ["no answer"]}
+        gb, hwm = out.get("nbytes", 0) / 1e9, res["mem"]["hwm_mb"]
+        print(
+            f"    stream: {gb:.2f} GB, {out.get('times')} s, server VmHWM {hwm:.0f} MB", flush=True
+        )
+        return out
+
+    def wait_quiet(self) -> float:
+        """Wait (at most --wait-quiet s) until other processes leave the CPU mostly idle."""
+        deadline = time.perf_counter() + self.cfg.wait_quiet
+        others = busy_cores()
+        if others > 0.3 and self.cfg.wait_quiet > 0:
+            print(f"    (other processes busy: {others:.2f} cores; waiting for quiet)", flush=True)
+        while others > 0.3 and time.perf_counter() < deadline:
+            time.sleep(4)
+            others = busy_cores()
+        return others
+
+    # -- the run -------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.tools = servers.ensure_tools(self.logs)
+        if any(c.server == "xpublish" for c in self.chosen()):
+            self.xpublish_py = servers.ensure_xpublish_venv(self.work / "venv-xpublish", self.logs)
+        self.ref = dataset.ensure(self.data, self.nt)
+        warm_page_cache(self.data)
+
+    def chosen(self) -> list[Contender]:
+        names = set(self.cfg.only.split(",")) if self.cfg.only else None
+        return [c for c in CONTENDERS if names is None or c.name in names]
+
+    def runnable(self, c: Contender) -> str | None:
+        """Why `c` cannot run here, or None."""
+        if c.server == "nginx" and not self.tools.get("nginx"):
+            return "nginx is not installed"
+        if c.server == "xpublish" and self.xpublish_py is None:
+            return "xpublish could not be installed"
+        return None
+
+    def run(self) -> None:
+        names = set(self.cfg.only.split(",")) if self.cfg.only else None
+        for c in self.chosen():
+            why = self.runnable(c)
+            if why:
+                print(f"[{c.name}] skipped: {why}", flush=True)
+                self.results[c.name] = {"errors": [], "skipped": why}
+                continue
+            others = self.wait_quiet()
+            print(f"[{c.name}] {c.label} (other processes busy: {others:.2f} cores)", flush=True)
+            t0 = time.perf_counter()
+            bench = self.bench_server if c.server else self.bench_local
+            self.results[c.name] = {**bench(c), "others_busy": others}
+            print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+            self.save()
+        if names is None or "outcrop-restart" in names:
+            print("[outcrop-restart] restart over 1,000 indexed files", flush=True)
+            self.results["outcrop-restart"] = self.bench_restart()
+        if self.cfg.big and (names is None or "outcrop-stream" in names):
+            print("[outcrop-stream] server RSS while streaming a 5 GB subset", flush=True)
+            self.results["outcrop-stream"] = self.bench_stream()
+        self.save()
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": machine(),
+            "versions": versions(self.xpublish_py, self.tools),
+            "options": {k: str(v) for k, v in vars(self.cfg).items()},
+            "wrk": f"-t{load.WRK_THREADS} -c{load.WRK_CONNS} -d{load.WRK_SECONDS}s --latency",
+        }
+
+    def save(self) -> str:
+        doc = {"meta": self.meta(), "ref": self.ref, "results": self.results}
+        (RESULTS / f"{self.stamp}.json").write_text(json.dumps(doc, indent=1, default=str))
+        md = report.render(doc, [c.__dict__ for c in CONTENDERS])
+        (RESULTS / f"{self.stamp}.md").write_text(md)
+        return md
+
+
+def say_full(res: dict[str, Any]) -> None:
+    f = res["full"]
+    mem = res.get("mem_full")
+    rss = f", server VmHWM {mem['hwm_mb']:.0f} MB" if mem else ""
+    print(
+        f"    full read: {[round(t, 2) for t in f['times']]} s{rss} {f['errors'] or ''}", flush=True
+    )
+
+
+def time_chunks(meta_body: bytes, default: int) -> int:
+    """How many chunks `temp` has along time, from a v2 or v3 consolidated document."""
+    try:
+        doc = json.loads(meta_body)
+        if "metadata" in doc and "temp/.zarray" in doc["metadata"]:
+            arr = doc["metadata"]["temp/.zarray"]
+            shape, chunks = arr["shape"], arr["chunks"]
+        else:
+            arr = doc["consolidated_metadata"]["metadata"]["temp"]
+            shape, chunks = arr["shape"], arr["chunk_grid"]["configuration"]["chunk_shape"]
+        return int(-(-shape[0] // chunks[0]))
+    except (ValueError, KeyError, TypeError):
+        return default
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """Cores kept busy by other processes, sampled while this benchmark runs nothing."""
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    busy0, total0 = ticks()
+    time.sleep(seconds)
+    busy1, total1 = ticks()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
+def warm_page_cache(folder: Path) -> None:
+    """Read every data file once so no contender pays for the first read from disk."""
+    for f in folder.rglob("*"):
+        if f.is_file() and "big" not in f.parts:
+            with f.open("rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPU, {mem:.0f} GiB RAM, Python {sys.version.split()[0]}"
+
+
+def versions(xpublish_py: Path | None, tools: dict[str, str | None]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["outcrop", "xarray", "zarr", "numpy", "dask", "netCDF4", "h5py", "fsspec"]
+    names += ["aiohttp", "fastapi", "uvicorn"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    if xpublish_py:
+        cmd = [str(xpublish_py), "-m", "pip", "list", "--format=json"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        pins = {p["name"].lower(): p["version"] for p in json.loads(r.stdout or "[]")}
+        found += [f"{n} {pins[n]}" for n in ("xpublish", "xpublish-zarr") if n in pins]
+    for tool, path in tools.items():
+        if path:
+            r = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
+            found.append((r.stderr + r.stdout).strip().splitlines()[0][:40] or tool)
+    return ", ".join(found)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size-mb", type=float, default=378, help="decoded size of temp (MB)")
+    ap.add_argument("--runs", type=int, default=3, help="full reads, wrk runs, server starts")
+    ap.add_argument("--quick", action="store_true", help="1 run of each, 5 subset reads")
+    ap.add_argument("--subset-reps", type=int, default=20)
+    ap.add_argument("--full-budget", type=float, default=240, help="seconds for the full reads")
+    names = ", ".join([c.name for c in CONTENDERS] + list(EXTRAS))
+    ap.add_argument("--only", help=f"comma-separated, among: {names}")
+    ap.add_argument("--big", action="store_true", help="also stream a 5 GB subset (RSS)")
+    ap.add_argument("--outcrop-args", default="", help="extra `outcrop serve` options")
+    ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
+    ap.add_argument(
+        "--wait-quiet", type=float, default=60, help="seconds to wait for a quiet CPU per contender"
+    )
+    cfg = ap.parse_args(argv)
+    if cfg.quick:
+        cfg.runs, cfg.subset_reps = 1, 5
+    known = {c.name for c in CONTENDERS} | set(EXTRAS)
+    unknown = set(cfg.only.split(",")) - known if cfg.only else set()
+    if unknown:
+        ap.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    return cfg
+
+
+def main() -> int:
+    cfg = parse_args()
+    bench = Bench(cfg)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    t0 = time.perf_counter()
+    try:
+        bench.setup()
+        bench.run()
+    finally:
+        servers.stop_all()
+        md = bench.save()
+    print()
+    print(md)
+    print(f"[done] in {time.perf_counter() - t0:.0f} s: {RESULTS}/{bench.stamp}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
