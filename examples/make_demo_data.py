@@ -117,7 +117,19 @@ def main(dest: str) -> None:
         shutil.copytree(REAL, real, ignore=shutil.ignore_patterns("*.md"))
     if not (root / "cmip6").exists():
         write_awkward_archive(root)
-    print(f"demo archive in {root}")
+    url = "http://127.0.0.1:8765"
+    print(
+        f"demo archive in {root}\n"
+        f"  catalog (browser):  {url}/\n"
+        f"  catalog (JSON):     {url}/api/datasets\n"
+        f"  one dataset:        {url}/api/datasets/cmip6/ta_Amon_1950\n"
+        f"  a subset as CSV:    {url}/api/datasets/cmip6/ta_Amon_1950/data"
+        "?var=ta&lat=40/50&lon=0/10&time=1950-03-01&format=csv\n"
+        f"  OpenAPI:            {url}/docs\n"
+        f'  Python:  outcrop.open_dataset("{url}/zarr/cmip6/ta_Amon_1950")\n'
+        "Starting the server (Ctrl-C stops it)...",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

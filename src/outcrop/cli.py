@@ -134,6 +134,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         access_log=False,
         log_level="critical" if settings.quiet else max(settings.log_level, "warning", key=_rank),
         server_header=False,
+        ws="none",  # no websocket routes; skips importing a websockets stack at start
     )
 
 

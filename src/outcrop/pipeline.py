@@ -26,6 +26,7 @@ from outcrop.settings import Settings
 if TYPE_CHECKING:
     import xarray as xr
 
+NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 V2_DOCUMENTS = (".zmetadata", ".zgroup", ".zattrs", ".zarray")
 V3_DOCUMENT = "zarr.json"
 
@@ -149,17 +150,33 @@ class Pipeline:
         fd = self._fd(str(raw.path), entry.version)
         return ChunkRead(cache_key, fd=fd, offset=raw.offset, size=raw.size)
 
+    def read_if_cached(self, read: ChunkRead) -> bytearray | None:
+        """A stored chunk's bytes if the OS has them in memory, else None — never blocks.
+
+        `RWF_NOWAIT` (preadv2, Linux ≥ 4.14) fails instead of waiting for the disk, so
+        the event loop serves page-cache hits itself and leaves disk reads to threads.
+        """
+        if read.fd < 0 or not NOWAIT:
+            return None
+        buffer = bytearray(read.size)
+        try:
+            got = os.preadv(read.fd, [buffer], read.offset, NOWAIT)
+        except OSError:  # EAGAIN: not in memory; EOPNOTSUPP: the file system can't say
+            return None
+        return buffer if got == read.size else None
+
     def read_chunk(self, entry: Entry, read: ChunkRead) -> bytes:
-        """Blocking: read a stored chunk's bytes, or encode the chunk; cache the result."""
+        """Blocking: read a stored chunk's bytes, or encode the chunk and cache it."""
         if read.data is not None:
             return read.data
         if read.plan is not None:
             data = self._encode(entry, read.plan, read.coords, read.zarr_format)
-        else:
-            data = os.pread(read.fd, read.size, read.offset)
-            if len(data) != read.size:
-                raise SourceError(f"{entry.id}: a stored chunk is shorter than its index says")
-        self.chunks.set(read.key, data)
+            self.chunks.set(read.key, data)
+            return data
+        # Stored chunks are not kept: the OS page cache holds their bytes already.
+        data = os.pread(read.fd, read.size, read.offset)
+        if len(data) != read.size:
+            raise SourceError(f"{entry.id}: a stored chunk is shorter than its index says")
         return data
 
     def _encode(

@@ -58,7 +58,9 @@ class ZarrApp:
             send, status, b"" if method == "HEAD" else body, kind, extra=headers, length=len(body)
         )
 
-    async def answer(self, scope: Scope) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+    async def answer(
+        self, scope: Scope
+    ) -> tuple[int, bytes | bytearray, bytes, list[tuple[bytes, bytes]]]:
         entry, key = self.resolve(scope["path"])
         fmt = zarr_format_of(key)
         view = self.pipeline.cached_view(entry, fmt)
@@ -77,7 +79,7 @@ class ZarrApp:
         read = self.pipeline.locate_chunk(entry, view, key)
         if read is None:
             raise DatasetNotFound(f"chunk {key!r} was never written: read it as the fill value")
-        data = read.data
+        data = read.data if read.data is not None else self.pipeline.read_if_cached(read)
         if data is None:
             data = await anyio.to_thread.run_sync(
                 self.pipeline.read_chunk, entry, read, limiter=self.limiter
@@ -116,7 +118,7 @@ def cors_preflight() -> list[tuple[bytes, bytes]]:
 async def respond(
     send: Send,
     status: int,
-    body: bytes,
+    body: bytes | bytearray,
     kind: bytes,
     extra: list[tuple[bytes, bytes]] | None = None,
     length: int | None = None,

@@ -1,0 +1,63 @@
+"""The Zarr half of the pipeline: views kept in the data folder, stored chunks read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+from outcrop.catalog import Catalog
+from outcrop.pipeline import Pipeline
+from outcrop.settings import Settings
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    data = np.arange(4 * 6 * 8, dtype="float32").reshape(4, 6, 8)
+    ds = xr.Dataset({"t": (("time", "y", "x"), data)}, coords={"time": np.arange(4)})
+    encoding = {"t": {"zlib": True, "shuffle": True, "chunksizes": (1, 6, 8)}}
+    ds.to_netcdf(folder / "grid.nc", encoding=encoding)
+    settings = Settings(paths=[folder], data_dir=tmp_path / "state")
+    catalog = Catalog(settings)
+    catalog.refresh()
+    return Pipeline(settings, catalog)
+
+
+def test_both_ways_of_reading_a_stored_chunk_give_the_bytes_in_the_file(
+    pipeline: Pipeline,
+) -> None:
+    entry = pipeline.entry("grid")
+    view = pipeline.zarr_view(entry, 2)
+    read = pipeline.locate_chunk(entry, view, "t/2.0.0")
+    assert read is not None and read.plan is None  # stored, not encoded
+    with h5py.File(entry.source.paths[0]) as f:
+        _, expected = f["t"].id.read_direct_chunk((2, 0, 0))
+    assert pipeline.read_chunk(entry, read) == expected  # the thread-pool path
+    cached = pipeline.read_if_cached(read)  # the event-loop path (None if not in memory)
+    assert cached is None or bytes(cached) == expected
+
+
+def test_a_restart_answers_from_the_saved_view_without_opening_the_dataset(
+    pipeline: Pipeline,
+) -> None:
+    entry = pipeline.entry("grid")
+    built = pipeline.zarr_view(entry, 3)
+    again = Pipeline(pipeline.settings, pipeline.catalog)
+    opened: list[str] = []
+    again.catalog.open = lambda ds_id: opened.append(ds_id)  # type: ignore[method-assign,assignment,return-value]
+    assert again.zarr_view(entry, 3).documents == built.documents
+    assert opened == []
+
+
+def test_a_corrupt_saved_view_is_rebuilt(pipeline: Pipeline) -> None:
+    entry = pipeline.entry("grid")
+    built = pipeline.zarr_view(entry, 2)
+    for path in (pipeline.settings.data_dir / "zarr").glob("*.pickle"):
+        path.write_bytes(b"not a pickle")
+    again = Pipeline(pipeline.settings, pipeline.catalog)
+    assert again.zarr_view(entry, 2).documents == built.documents
