@@ -114,7 +114,9 @@ class Bench:
         self.results: dict[str, dict[str, Any]] = {}
 
     # -- servers -----------------------------------------------------------------------
-    def server_for(self, c: Contender, tag: str, data: Path | None = None) -> Server:
+    def server_for(
+        self, c: Contender, tag: str, data: Path | None = None, keep: bool = False
+    ) -> Server:
         port = servers.free_port()
         base = f"http://{HOST}:{port}"
         log_path = self.logs / f"{c.name}-{tag}.log"
@@ -127,8 +129,9 @@ class Bench:
             nc = str(self.data / "nc" / "grid.nc")
             argv = [str(self.xpublish_py), str(script), nc, str(port)]
         else:
-            state = self.work / "state" / f"{c.name}-{tag}"
-            shutil.rmtree(state, ignore_errors=True)
+            state = self.work / "state" / (f"{c.name}-kept" if keep else f"{c.name}-{tag}")
+            if not keep:
+                shutil.rmtree(state, ignore_errors=True)
             argv = self.outcrop_argv(data or self.data / "nc", port, state)
             env = {"OUTCROP_MAX_RESPONSE_MB": "16384"}
         return Server(argv, base + c.path, log_path, env)
@@ -138,13 +141,16 @@ class Bench:
         argv += ["--host", HOST, "--port", str(port), "--data-dir", str(state)]
         return argv + self.cfg.outcrop_args.split()
 
-    def start(self, c: Contender, res: dict[str, Any], tag: str) -> Server:
-        srv = self.server_for(c, tag)
+    def start(self, c: Contender, res: dict[str, Any], tag: str, keep: bool = False) -> Server:
+        """Start `c` and time its first 200 on the metadata; `keep` reuses Outcrop's data
+        folder from the previous start (a restart), else it starts empty."""
+        srv = self.server_for(c, tag, keep=keep)
         srv.start(self.run_dir)
-        res["cold"].append(srv.wait_ready(c.meta))
-        note = f"port {srv.url.split(':')[2].split('/')[0]}"
+        series = "warm" if keep else "cold"
+        res.setdefault(series, []).append(srv.wait_ready(c.meta))
+        note = f"port {srv.url.split(':')[2].split('/')[0]}, {series}"
         print(
-            f"    [{tag}] first 200 on metadata after {res['cold'][-1]:.2f} s ({note})", flush=True
+            f"    [{tag}] first 200 on metadata after {res[series][-1]:.2f} s ({note})", flush=True
         )
         return srv
 
@@ -194,6 +200,12 @@ class Bench:
                 srv = self.start(c, res, f"s{len(res['cold']) + 1}")
                 srv.stop()
                 srv = None
+            if c.server == "outcrop":
+                for i in range(self.cfg.runs + 1):  # the first fills the kept folder
+                    srv = self.start(c, res, f"w{i}", keep=True)
+                    srv.stop()
+                    srv = None
+                res["warm"] = res["warm"][1:]
         except Exception as exc:
             res["errors"].append(f"{type(exc).__name__}: {exc}")
             print(f"    ERROR {exc}", flush=True)
@@ -301,6 +313,8 @@ class Bench:
                 return res
             url = f"{srv.url}/big/data?{req['query']}"
             res["stream"] = self.stream_watched(srv, url, res)
+            srv.stop()
+            res["table"] = self.bench_stream_table(c, req)
         except Exception as exc:
             res["errors"].append(f"{type(exc).__name__}: {exc}")
             print(f"    ERROR {exc}", flush=True)
@@ -308,15 +322,34 @@ class Bench:
             srv.stop()
         return res
 
-    def stream_watched(self, srv: Server, url: str, res: dict[str, Any]) -> dict[str, Any]:
+    def bench_stream_table(self, c: Contender, req: dict[str, Any]) -> dict[str, Any]:
+        """The same subset as an Arrow IPC stream (rows of time, lat, lon, temp), on a
+        fresh server so that its peak RSS is its own."""
+        res: dict[str, Any] = {"format": "arrow", "errors": []}
+        srv = self.server_for(c, "big-arrow", data=self.data / "big")
+        try:
+            srv.start(self.run_dir)
+            srv.wait_ready("", timeout=600)
+            url = f"{srv.url}/big/data?{req['query'].replace('format=nc', 'format=arrow')}"
+            res["stream"] = self.stream_watched(srv, url, res, what="table")
+        except Exception as exc:
+            res["errors"].append(f"{type(exc).__name__}: {exc}")
+            print(f"    ERROR {exc}", flush=True)
+        finally:
+            srv.stop()
+        return res
+
+    def stream_watched(
+        self, srv: Server, url: str, res: dict[str, Any], what: str = "stream"
+    ) -> dict[str, Any]:
         """Run the streaming reader while sampling the server's RSS twice a second."""
-        spec = {"kind": "stream", "what": "stream", "url": url, "budget_s": 900}
-        spec["path"] = str(self.work / "stream-out.nc")
+        spec = {"kind": "stream", "what": what, "url": url, "budget_s": 1500}
+        spec["path"], spec["step"] = str(self.work / "stream-out.nc"), dataset.NY * dataset.NX
         cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         peak = 0.0
         try:
-            deadline = time.perf_counter() + 1200
+            deadline = time.perf_counter() + 1800
             while proc.poll() is None and time.perf_counter() < deadline:
                 peak = max(peak, srv.memory()["rss_mb"])
                 time.sleep(0.5)
@@ -327,8 +360,11 @@ class Bench:
         lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
         out: dict[str, Any] = json.loads(lines[-1]) if lines else {"errors": ["no answer"]}
         gb, hwm = out.get("nbytes", 0) / 1e9, res["mem"]["hwm_mb"]
+        first = out.get("first_byte_s")
         print(
-            f"    stream: {gb:.2f} GB, {out.get('times')} s, server VmHWM {hwm:.0f} MB", flush=True
+            f"    {what}: {gb:.2f} GB, {out.get('times')} s, first byte after "
+            f"{first if first is None else round(first, 1)} s, server VmHWM {hwm:.0f} MB",
+            flush=True,
         )
         return out
 

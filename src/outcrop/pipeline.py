@@ -64,6 +64,7 @@ class Pipeline:
         self._fds: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
+        remove_stale_subsets(settings)
 
     def entry(self, ds_id: str) -> Entry:
         return self.catalog.get(ds_id)
@@ -366,18 +367,38 @@ def plan_subset(pipeline: Pipeline, ds_id: str, params: Sequence[tuple[str, str]
     )
 
 
-def render_subset(plan: SubsetPlan) -> Rendered:
+def render_subset(plan: SubsetPlan, cancel: threading.Event | None = None) -> Rendered:
     """Blocking: start encoding; the first block is made here, so a failure in it is
-    still an error status rather than a cut body."""
-    from outcrop.formats.netcdf import FileStream
+    still an error status rather than a cut body. Setting `cancel` (the client went away)
+    stops a NetCDF file being written and removes it (`Cancelled`)."""
+    from outcrop.formats.netcdf import FileStream, NetcdfFormat
 
-    chunks = plan.encoder.encode(plan.data, plan.query)
+    if isinstance(plan.encoder, NetcdfFormat):
+        stored = stored_chunks_of(plan.entry)
+        chunks: Iterator[bytes] = plan.encoder.encode(plan.data, plan.query, cancel, stored)
+    else:
+        chunks = plan.encoder.encode(plan.data, plan.query)
     length = chunks.length if isinstance(chunks, FileStream) else None
     close = getattr(chunks, "close", None)
     first = next(chunks, b"")
     return Rendered(
         itertools.chain([first], chunks), length, close if callable(close) else lambda: None
     )
+
+
+def stored_chunks_of(entry: Entry) -> Callable[[str], StoredChunks | None] | None:
+    """Where the stored chunks of a dataset's variables are: single HDF5 files only."""
+    if len(entry.source.paths) != 1 or entry.source.aggregate:
+        return None
+    path, group = entry.source.paths[0], entry.source.group
+    return lambda name: stored_chunks(path, group, name)
+
+
+def remove_stale_subsets(settings: Settings) -> None:
+    """Remove the temporary subset files a crashed process left in `data_dir/tmp`."""
+    from outcrop.formats.netcdf import remove_stale
+
+    remove_stale(settings.data_dir / "tmp")
 
 
 def _modified(entry: Entry) -> float:

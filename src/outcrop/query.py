@@ -442,7 +442,10 @@ def is_longitude(coord: xr.DataArray) -> bool:
 # -- the lazy result -------------------------------------------------------------------
 def take(ds: xr.Dataset, positions: Positions) -> xr.Dataset:
     """`ds` at `positions` (per dimension), lazily; later slices read only what they need,
-    even where the source holds a whole variable in one chunk."""
+    even where the source holds a whole variable in one chunk. Each variable's encoding
+    gets `source_region` (per dimension, the source's positions as (start, stop) where
+    they are contiguous) and `source_chunks` (see `chunk_runs`) when its source is chunked,
+    so encoders can align their reads, or copy stored chunks as they are."""
     data: dict[str, xr.Variable] = {}
     coords: dict[str, xr.Variable] = {}
     for name, var in ds.variables.items():
@@ -450,9 +453,32 @@ def take(ds: xr.Dataset, positions: Positions) -> xr.Dataset:
             continue
         index = tuple(positions.get(str(d), np.arange(n)) for d, n in var.sizes.items())
         lazy = indexing.LazilyIndexedArray(SelectedArray(var, index))
-        selected = xr.Variable(var.dims, lazy, var.attrs, var.encoding)
+        encoding = {**var.encoding, "source_region": tuple(contiguous(i) for i in index)}
+        if var.chunks is not None:
+            encoding["source_chunks"] = tuple(
+                chunk_runs(i, c) for i, c in zip(index, var.chunks, strict=True)
+            )
+        selected = xr.Variable(var.dims, lazy, var.attrs, encoding)
         (coords if name in ds.coords else data)[str(name)] = selected
     return (ds.isel(positions) if positions else ds).assign(data).assign_coords(coords)
+
+
+def contiguous(positions: np.ndarray) -> tuple[int, int] | None:
+    """(start, stop) when the positions are start, start + 1, …, stop - 1; else None."""
+    if not len(positions):
+        return None
+    first, n = int(positions[0]), len(positions)
+    if bool(np.all(positions == np.arange(first, first + n))):
+        return first, first + n
+    return None
+
+
+def chunk_runs(positions: np.ndarray, sizes: Sequence[int]) -> tuple[int, ...]:
+    """Lengths of the runs of `positions` that fall in one source chunk (of `sizes`):
+    encoders cut their slabs where these end (`formats.slabs`)."""
+    chunk = np.searchsorted(np.cumsum(sizes), positions, side="right")
+    starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    return tuple(np.diff(np.r_[starts, len(positions)]).tolist())
 
 
 def runs(positions: np.ndarray) -> list[tuple[int, int, slice]]:

@@ -435,3 +435,9 @@ def test_scalar_variables_have_a_chunk_key_in_both_formats(awkward_server: Serve
     for fmt in (2, 3):
         remote = xr.open_zarr(base, zarr_format=fmt)
         assert float(remote["scalar"]) == 2.5
+
+
+def test_a_dataset_url_without_a_key_says_how_to_open_it(server: Server) -> None:
+    r = httpx.get(f"{server.url}/zarr/cmip6/ta_Amon_1950")
+    assert r.status_code == 404
+    assert "/zarr/cmip6/ta_Amon_1950/.zmetadata" in r.json()["detail"]

@@ -3,16 +3,21 @@ back equals the local file subset with numpy index arithmetic."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import orjson
 import pytest
 import xarray as xr
 
-from outcrop.drivers.grid import NETCDF_LOCK, open_one
-from outcrop.formats.netcdf import CfJsonFormat, NetcdfFormat
+from outcrop.drivers.grid import NETCDF_LOCK, open_one, stored_chunks
+from outcrop.formats.netcdf import Cancelled, CfJsonFormat, NetcdfFormat, remove_stale
 from outcrop.query import apply, parse
 from tests.test_query import grid, one_chunk
 
@@ -141,3 +146,90 @@ def test_cf_json_holds_the_subset_values_and_times_in_their_calendar(
         np.testing.assert_allclose(got.ta.values, want.ta.values.astype("float64"), rtol=1e-6)
         assert np.isnan(got.ta.values).sum() == np.isnan(want.ta.values).sum() > 0
         assert got.ta.attrs["units"] == "K" and got.attrs["Conventions"] == "CF-1.8"
+
+
+def test_a_cancelled_write_raises_and_leaves_no_file(archive: Path, tmp_path: Path) -> None:
+    ds, query = subset(archive / "cmip6" / "ta_Amon_1950.nc", lat="-30/60")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        NetcdfFormat(NETCDF_LOCK, tmp_path / "tmp").encode(ds, query, cancel)
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_stale_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    stale = tmp_path / f"subset-{dead}-abc.nc"
+    live = tmp_path / f"subset-{os.getppid()}-abc.nc"
+    other = tmp_path / "notes.txt"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    assert remove_stale(tmp_path) == [stale]
+    assert sorted(tmp_path.iterdir()) == sorted([live, other])
+
+
+def test_source_chunks_follow_the_selection(tmp_path: Path) -> None:
+    ds = grid().chunk(time=5)
+    got = apply(ds, parse([("time", "2000-04/2001-02"), ("stride", "lat:2")], FORMATS))
+    assert got.ta.encoding["source_chunks"][0] == (2, 5, 4)  # months 3-4, 5-9, 10-13
+    assert got.ta.encoding["source_chunks"][1] == (36,)
+
+
+def stored_grid(path: Path, steps: int = 12) -> np.ndarray:
+    """A NetCDF4 file like the archives': temp(time, lat, lon), a chunk per step, zlib 5."""
+    values = np.random.default_rng(3).random((steps, 6, 8), dtype=np.float32)
+    ds = xr.Dataset(
+        {"temp": (("time", "lat", "lon"), values, {"units": "K"})},
+        coords={"time": np.arange(float(steps)), "lat": np.arange(6.0), "lon": np.arange(8.0)},
+    )
+    encoding = {"temp": {"zlib": True, "complevel": 5, "shuffle": True, "chunksizes": (1, 6, 8)}}
+    ds.to_netcdf(path, encoding=encoding)
+    return values
+
+
+def stored_chunk(path: Path, name: str, offset: tuple[int, ...]) -> bytes:
+    with h5py.File(path, "r") as f:
+        mask, data = f[name].id.read_direct_chunk(offset)
+        assert mask == 0
+        return bytes(data)
+
+
+@pytest.mark.parametrize("time", ["3/7", "3/", ""])
+def test_whole_stored_chunks_are_copied_as_they_are(tmp_path: Path, time: str) -> None:
+    path = tmp_path / "src.nc"
+    values = stored_grid(path)
+    ds, query = subset(path, time=time) if time else subset(path)
+    stored = lambda name: stored_chunks(path, None, name)  # noqa: E731
+    out = tmp_path / "out.nc"
+    out.write_bytes(
+        b"".join(NetcdfFormat(NETCDF_LOCK, tmp_path / "tmp").encode(ds, query, None, stored))
+    )
+    first = int(time.split("/")[0]) if time else 0
+    with xr.open_dataset(out) as got:
+        np.testing.assert_array_equal(got.temp.values, values[first : first + got.sizes["time"]])
+        assert got.temp.encoding["chunksizes"] == (1, 6, 8)
+    assert stored_chunk(out, "temp", (0, 0, 0)) == stored_chunk(path, "temp", (first, 0, 0))
+
+
+@pytest.mark.parametrize("params", [{"lat": "1/5"}, {"stride": "time:2"}])
+def test_parts_of_stored_chunks_are_compressed_again_at_level_1(
+    tmp_path: Path, params: dict[str, str]
+) -> None:
+    path = tmp_path / "src.nc"
+    values = stored_grid(path)
+    ds, query = subset(path, **params)
+    stored = lambda name: stored_chunks(path, None, name)  # noqa: E731
+    out = tmp_path / "out.nc"
+    out.write_bytes(
+        b"".join(NetcdfFormat(NETCDF_LOCK, tmp_path / "tmp").encode(ds, query, None, stored))
+    )
+    want = values[:, 1:6] if "lat" in params else values[::2]
+    with xr.open_dataset(out) as got:
+        np.testing.assert_array_equal(got.temp.values, want)
+        assert got.temp.encoding["complevel"] == 1 and got.temp.encoding["shuffle"]
+        assert got.temp.encoding["chunksizes"] == want.shape  # all of it fits 2**18 values

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from outcrop.api.app import run_blocking
 from outcrop.catalog import parse_page
 from outcrop.errors import BadQuery
+from outcrop.formats.netcdf import Cancelled
 from outcrop.pipeline import Pipeline, Rendered, SubsetPlan, plan_subset, render_subset
 
 router = APIRouter()
+DISCONNECT_POLL_S = 0.5
 
 
 def pipeline_of(request: Request) -> Pipeline:
@@ -92,16 +97,57 @@ async def dataset_data(request: Request, ds_id: str) -> Response:
     }
     if not_modified(request, plan.etag, plan.last_modified):
         return Response(status_code=304, headers=headers)
-    rendered: Rendered = await run_blocking(request, render_subset, plan)
+    rendered = await render_watched(request, plan)
+    if rendered is None:  # the client went away while its file was being written
+        return Response(status_code=499)
     chunks = rendered.chunks
     if is_text(plan.encoder.media_type) and accepts_gzip(request.headers.get("accept-encoding")):
         chunks = gzipped(chunks)
         headers["Content-Encoding"] = "gzip"
     elif rendered.length is not None:
         headers["Content-Length"] = str(rendered.length)
-    return StreamingResponse(
-        in_threads(request, chunks, rendered), media_type=plan.encoder.media_type, headers=headers
+    return ClosingStreamingResponse(
+        in_threads(request, chunks, rendered),
+        media_type=plan.encoder.media_type,
+        headers=headers,
+        on_close=rendered.close,
     )
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed body that releases what it holds (a temporary file) however the response
+    ends, even when the client left before the body started (its iterator never ran)."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+async def render_watched(request: Request, plan: SubsetPlan) -> Rendered | None:
+    """`render_subset` in the thread pool, cancelled if the client disconnects meanwhile
+    (writing a NetCDF file can take minutes); None then."""
+    cancel = threading.Event()
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(DISCONNECT_POLL_S)
+        cancel.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            rendered: Rendered = await run_blocking(request, render_subset, plan, cancel)
+        except Cancelled:
+            return None
+        finally:
+            group.cancel_scope.cancel()
+    return rendered
 
 
 async def in_threads(

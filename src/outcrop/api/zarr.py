@@ -94,6 +94,12 @@ class ZarrApp:
             ds_id = "/".join(parts[:cut])
             if ds_id in catalog:
                 return catalog.get(ds_id), "/".join(parts[cut:])
+        whole = "/".join(p for p in parts if p)
+        if whole in catalog:
+            raise DatasetNotFound(
+                f"{whole!r} is a Zarr group, not a key: open it with a Zarr client, or ask "
+                f"for /zarr/{whole}/.zmetadata (v2) or /zarr/{whole}/zarr.json (v3)"
+            )
         raise DatasetNotFound(
             f"no dataset in {path!r}; Zarr keys are /zarr/{{id}}/{{key}}, ids are listed at "
             "/api/datasets"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 NETCDF_SUFFIXES = frozenset({".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5", ".he5", ".hdf"})
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zmetadata", ".zarray")
 NETCDF_LOCK = threading.RLock()
+NETCDF_CHUNK_CACHE = 4 << 20
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # How netCDF-4 marks an HDF5 dataset that is only a dimension, not a variable.
 NETCDF_DIM_ONLY = b"This is a netCDF dimension but not a netCDF variable"
@@ -89,6 +90,7 @@ def open_one(path: Path, group: str | None = None) -> xr.Dataset:
             return store
         # libnetcdf is not thread-safe: every open and every read holds the same lock.
         with NETCDF_LOCK:
+            bound_chunk_cache()
             ds: xr.Dataset = xr.open_dataset(
                 path,
                 engine="netcdf4",
@@ -100,6 +102,16 @@ def open_one(path: Path, group: str | None = None) -> xr.Dataset:
             return ds
     except OPEN_ERRORS as exc:
         raise SourceError(f"cannot open {where}: {exc}") from exc
+
+
+def bound_chunk_cache() -> None:
+    """Files opened from now on cache at most NETCDF_CHUNK_CACHE bytes of decoded chunks
+    per variable. libnetcdf's default (64 MB per variable of every open file) would let
+    the open-file cache hold gigabytes; reads here take whole chunks or slabs anyway."""
+    import netCDF4
+
+    if netCDF4.get_chunk_cache()[0] != NETCDF_CHUNK_CACHE:
+        netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE)
 
 
 def is_consolidated(path: Path) -> bool:

@@ -2,12 +2,20 @@
 
 A slab spans whole trailing dimensions, a run along one dimension, and single positions
 of the dimensions before it; its size stays under a budget of values whatever the shape.
+
+Where the subset says how its positions fall into the source's chunks (the encoding key
+`source_chunks`, set by `query.take`: per dimension, the lengths of the runs of positions
+read from one source chunk), runs end where a source chunk ends whenever one is in reach,
+so that no source chunk is decompressed for two slabs when one would do. Where the output
+is chunked too (NetCDF4), runs are whole multiples of its chunk, so that no output chunk
+is compressed twice.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +24,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 Slab = tuple[slice, ...]
+Layout = tuple[tuple[int, ...], ...]  # like dask chunks: per axis, the lengths of the pieces
 
 
 def plan(shape: tuple[int, ...], budget: int) -> tuple[int, int]:
@@ -28,25 +37,90 @@ def plan(shape: tuple[int, ...], budget: int) -> tuple[int, int]:
     return 0, 1  # only for shape (): one slab
 
 
-def slabs(shape: tuple[int, ...], budget: int) -> Iterator[Slab]:
-    """Slabs of at most `budget` values each, covering `shape` once, in C order."""
-    if not shape:
-        yield ()
-        return
-    axis, run = plan(shape, budget)
-    rest = tuple(slice(0, n) for n in shape[axis + 1 :])
-    for lead in np.ndindex(*shape[:axis]):
-        head = tuple(slice(i, i + 1) for i in lead)
-        for start in range(0, shape[axis], run):
-            yield (*head, slice(start, min(start + run, shape[axis])), *rest)
-
-
 def chunks(shape: tuple[int, ...], budget: int) -> tuple[int, ...]:
-    """Dask chunk sizes that cut an array into the same slabs as `slabs`."""
+    """A chunk shape of at most `budget` values: whole trailing axes, a run along one."""
     if not shape:
         return ()
     axis, run = plan(shape, budget)
     return tuple(1 if i < axis else run if i == axis else n for i, n in enumerate(shape))
+
+
+def layout(
+    shape: tuple[int, ...],
+    budget: int,
+    unit: tuple[int, ...] | None = None,
+    source: Sequence[Sequence[int] | None] = (),
+) -> Layout:
+    """Slabs of at most `budget` values as dask-style chunks.
+
+    Args:
+        shape: the array's shape.
+        budget: the most values a slab may hold (exceeded only to keep a whole `unit`).
+        unit: the output's chunk shape (from `chunks` with a smaller budget): runs are
+            whole multiples of it along the slab's axis.
+        source: per axis, the lengths of the runs of positions that come from one source
+            chunk, or None where unknown; runs end at such a boundary when they can.
+    """
+    if not shape:
+        return ()
+    axis, run = plan(shape, budget)
+    step = unit[axis] if unit is not None else 1
+    runs = source[axis] if axis < len(source) else None
+    return tuple(
+        (1,) * n if i < axis else cuts(n, run, step, runs) if i == axis else (n,)
+        for i, n in enumerate(shape)
+    )
+
+
+def cuts(
+    length: int, most: int, unit: int = 1, source: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """Lengths of consecutive pieces covering `length` positions.
+
+    Each is at most `most` (rounded down to a multiple of `unit`, at least one `unit`) and a
+    multiple of `unit` but the last, and ends where a source run ends when such an end is
+    in reach, so a piece reads each source chunk it touches whole.
+    """
+    unit = max(1, unit)
+    most = max(unit, most // unit * unit)
+    ends = np.zeros(length + 1, dtype=bool)
+    if source is not None:
+        ends[np.cumsum(source, dtype=np.int64)[:-1]] = True
+    sizes: list[int] = []
+    start = 0
+    while start < length:
+        stop = min(length, start + most)
+        if source is not None and stop < length:
+            candidates = np.arange(start + unit, stop + 1, unit)
+            aligned = candidates[ends[candidates]]
+            stop = int(aligned[-1]) if aligned.size else stop
+        sizes.append(stop - start)
+        start = stop
+    return tuple(sizes)
+
+
+def slabs_of(pieces: Layout) -> Iterator[Slab]:
+    """The slabs of a layout, in C order."""
+    per_axis = []
+    for sizes in pieces:
+        bounds = np.cumsum((0, *sizes)).tolist()
+        per_axis.append([slice(a, b) for a, b in itertools.pairwise(bounds)])
+    yield from itertools.product(*per_axis)
+
+
+def slabs(
+    shape: tuple[int, ...], budget: int, source: Sequence[Sequence[int] | None] = ()
+) -> Iterator[Slab]:
+    """Slabs of at most `budget` values each, covering `shape` once, in C order."""
+    return slabs_of(layout(shape, budget, source=source))
+
+
+def source_chunks(var: xr.Variable) -> tuple[tuple[int, ...] | None, ...]:
+    """How a subset variable's positions fall into its source's chunks (see the module)."""
+    found = var.encoding.get("source_chunks")
+    if not isinstance(found, tuple) or len(found) != var.ndim:
+        return (None,) * var.ndim
+    return found
 
 
 def read(var: xr.Variable) -> np.ndarray:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import xarray as xr
 
-SLAB_CELLS = 2**20
+SLAB_CELLS = 2**19  # ~4 MB of Arrow data per batch: bounded, and as fast as larger ones
 FIELD_ATTRS = ("units", "long_name", "standard_name", "calendar")
 
 
@@ -135,14 +135,17 @@ class Table:
             axis = self.dims.index(name)
             data = np.arange(slab[axis].start, slab[axis].stop, dtype="int64")
             dims = (name,)
+        if dims != self.dims and (data.dtype.kind in "iufb" or self.native_time(data)):
+            # fixed-width values: repeat them in numpy, cheaper than an Arrow take
+            data, dims = spread(data, dims, self.dims, shape), self.dims
         array = self.to_arrow(data.ravel())
         if dims == self.dims:
             return array
-        order = [dims.index(d) if d in dims else None for d in self.dims]
-        index = np.arange(data.size).reshape(data.shape)
-        index = index.transpose([o for o in order if o is not None])
-        index = index.reshape([shape[i] if o is not None else 1 for i, o in enumerate(order)])
-        return array.take(pa.array(np.broadcast_to(index, shape).ravel()))
+        index = spread(np.arange(data.size).reshape(data.shape), dims, self.dims, shape)
+        return array.take(pa.array(index.ravel()))
+
+    def native_time(self, data: np.ndarray) -> bool:
+        return data.dtype.kind == "M" and not self.iso_times
 
     def to_arrow(self, data: np.ndarray) -> pa.Array:
         import pyarrow as pa
@@ -165,6 +168,17 @@ class Table:
         var = self.ds.variables[name]
         found = {**var.encoding, **var.attrs}
         return {k: str(found[k]) for k in FIELD_ATTRS if k in found}
+
+
+def spread(
+    values: np.ndarray, dims: tuple[str, ...], along: tuple[str, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    """`values` (on `dims`, a subset of `along`) repeated over a block of `shape`."""
+    order = [dims.index(d) for d in along if d in dims]
+    lined = values.transpose(order).reshape(
+        [n if d in dims else 1 for d, n in zip(along, shape, strict=True)]
+    )
+    return np.broadcast_to(lined, shape)
 
 
 def iso(data: np.ndarray) -> list[str | None]:
