@@ -189,12 +189,13 @@ def iso(data: np.ndarray) -> list[str | None]:
     return [str(t) if ok else None for t, ok in zip(text, valid, strict=True)]
 
 
-class CsvFormat:
-    """`format=csv`: comma-separated text with a header line."""
+class TabularFormat:
+    """A table of rows (coordinates first, then variables), written slab by slab."""
 
-    name = "csv"
-    media_type = "text/csv; charset=utf-8"
-    extension = "csv"
+    name = ""
+    media_type = ""
+    extension = ""
+    iso_times = False
 
     def __init__(self, slab_cells: int = SLAB_CELLS) -> None:
         self.slab_cells = slab_cells
@@ -203,72 +204,64 @@ class CsvFormat:
         return table_dataset(ds, query)
 
     def encode(self, ds: xr.Dataset, query: Query) -> Iterator[bytes]:
-        import pyarrow.csv as csv
-
-        table = Table(ds, iso_times=True)
+        table = Table(ds, iso_times=self.iso_times)
         sink = ByteSink()
         writer: Any = None
         for batch in table.batches(self.slab_cells):
-            writer = writer or csv.CSVWriter(sink, batch.schema)
-            writer.write_batch(batch)
+            writer = writer or self.open_writer(sink, batch.schema)
+            self.write(writer, batch)
             yield from _drained(sink)
         if writer is not None:
             writer.close()
         yield from _drained(sink)
 
+    def open_writer(self, sink: Any, schema: Any) -> Any:
+        raise NotImplementedError
 
-class ArrowFormat:
+    def write(self, writer: Any, batch: Any) -> None:
+        writer.write_batch(batch)
+
+
+class CsvFormat(TabularFormat):
+    """`format=csv`: comma-separated text with a header line."""
+
+    name = "csv"
+    media_type = "text/csv; charset=utf-8"
+    extension = "csv"
+    iso_times = True
+
+    def open_writer(self, sink: Any, schema: Any) -> Any:
+        import pyarrow.csv as csv
+
+        return csv.CSVWriter(sink, schema)
+
+
+class ArrowFormat(TabularFormat):
     """`format=arrow`: an Arrow IPC stream, one record batch per slab."""
 
     name = "arrow"
     media_type = "application/vnd.apache.arrow.stream"
     extension = "arrows"
 
-    def __init__(self, slab_cells: int = SLAB_CELLS) -> None:
-        self.slab_cells = slab_cells
-
-    def select(self, ds: xr.Dataset, query: Query) -> xr.Dataset:
-        return table_dataset(ds, query)
-
-    def encode(self, ds: xr.Dataset, query: Query) -> Iterator[bytes]:
+    def open_writer(self, sink: Any, schema: Any) -> Any:
         import pyarrow as pa
 
-        table = Table(ds, iso_times=False)
-        sink = ByteSink()
-        writer: Any = None
-        for batch in table.batches(self.slab_cells):
-            writer = writer or pa.ipc.new_stream(sink, batch.schema)
-            writer.write_batch(batch)
-            yield from _drained(sink)
-        if writer is not None:
-            writer.close()
-        yield from _drained(sink)
+        return pa.ipc.new_stream(sink, schema)
 
 
-class ParquetFormat:
+class ParquetFormat(TabularFormat):
     """`format=parquet`: a Parquet file, one row group per slab."""
 
     name = "parquet"
     media_type = "application/vnd.apache.parquet"
     extension = "parquet"
 
-    def __init__(self, slab_cells: int = SLAB_CELLS) -> None:
-        self.slab_cells = slab_cells
-
-    def select(self, ds: xr.Dataset, query: Query) -> xr.Dataset:
-        return table_dataset(ds, query)
-
-    def encode(self, ds: xr.Dataset, query: Query) -> Iterator[bytes]:
-        import pyarrow as pa
+    def open_writer(self, sink: Any, schema: Any) -> Any:
         import pyarrow.parquet as pq
 
-        table = Table(ds, iso_times=False)
-        sink = ByteSink()
-        writer: Any = None
-        for batch in table.batches(self.slab_cells):
-            writer = writer or pq.ParquetWriter(sink, batch.schema)
-            writer.write_table(pa.Table.from_batches([batch]))
-            yield from _drained(sink)
-        if writer is not None:
-            writer.close()
-        yield from _drained(sink)
+        return pq.ParquetWriter(sink, schema)
+
+    def write(self, writer: Any, batch: Any) -> None:
+        import pyarrow as pa
+
+        writer.write_table(pa.Table.from_batches([batch]))
