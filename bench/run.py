@@ -52,6 +52,12 @@ class Contender:
             return "zarr"
         return "local-nc" if self.path.endswith(".nc") else "local-zarr"
 
+    @property
+    def zarr_format(self) -> int:
+        """Which format the client must read: Outcrop answers both at one URL, and zarr
+        would otherwise pick v3 for the v2 contender."""
+        return 2 if self.meta == V2_META or "zarr2" in self.path else 3
+
 
 V2 = {"meta": V2_META, "chunk": V2_CHUNK}
 V3 = {"meta": V3_META, "chunk": V3_CHUNK}
@@ -155,9 +161,12 @@ class Bench:
         return srv
 
     # -- clients -----------------------------------------------------------------------
-    def read(self, kind: str, url: str, what: str, reps: int, budget: float) -> dict[str, Any]:
+    def read(
+        self, kind: str, url: str, what: str, reps: int, budget: float, zarr_format: int = 3
+    ) -> dict[str, Any]:
         """Run reader.py in a fresh process; its JSON answer, or the error it died with."""
         spec = {"kind": kind, "url": url, "what": what, "reps": reps, "budget_s": budget}
+        spec["zarr_format"] = zarr_format
         spec["subset"] = self.ref.get("subset", {})
         cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
         try:
@@ -175,8 +184,9 @@ class Bench:
     def bench_local(self, c: Contender) -> dict[str, Any]:
         path = str(self.data / c.path)
         res: dict[str, Any] = {"errors": []}
-        res["full"] = self.read(c.kind, path, "full", self.cfg.runs, self.cfg.full_budget)
-        res["subset"] = self.read(c.kind, path, "subset", self.cfg.subset_reps, 120)
+        fmt = c.zarr_format
+        res["full"] = self.read(c.kind, path, "full", self.cfg.runs, self.cfg.full_budget, fmt)
+        res["subset"] = self.read(c.kind, path, "subset", self.cfg.subset_reps, 120, fmt)
         say_full(res)
         return res
 
@@ -216,13 +226,14 @@ class Bench:
 
     def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
         cpu0 = srv.cpu()
-        res["full"] = self.read(c.kind, srv.url, "full", self.cfg.runs, self.cfg.full_budget)
+        fmt = c.zarr_format
+        res["full"] = self.read(c.kind, srv.url, "full", self.cfg.runs, self.cfg.full_budget, fmt)
         res["full"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, len(res["full"]["times"]))
         res["mem_full"] = srv.memory()
         say_full(res)
         if not srv.alive():
             raise RuntimeError(f"server died during the full read: {srv.tail()}")
-        res["subset"] = self.read(c.kind, srv.url, "subset", self.cfg.subset_reps, 180)
+        res["subset"] = self.read(c.kind, srv.url, "subset", self.cfg.subset_reps, 180, fmt)
         times = res["subset"]["times"]
         ms = f"{1e3 * sorted(times)[len(times) // 2]:.1f} ms" if times else "—"
         print(f"    subset open+read: median {ms} {res['subset']['errors'] or ''}", flush=True)
