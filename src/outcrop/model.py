@@ -9,6 +9,18 @@ from typing import Any, Literal
 
 SelectorKind = Literal["range", "nearest"]
 
+# The encoding entries that say what stored numbers mean (CF §8.1 packing, §2.5.1 missing
+# data, §4.4 time): every format that writes values keeps them; storage details it chooses.
+CF_ENCODING_KEYS = (
+    "dtype",
+    "_FillValue",
+    "missing_value",
+    "scale_factor",
+    "add_offset",
+    "units",
+    "calendar",
+)
+
 
 @dataclass(frozen=True)
 class Selector:

@@ -20,7 +20,7 @@ from outcrop.catalog import Catalog, Entry
 from outcrop.drivers.grid import stored_chunks
 from outcrop.errors import SourceError, TooLarge
 from outcrop.formats.zarr import ArrayPlan, ZarrFormat, ZarrView, build_view, encode_chunk
-from outcrop.model import Query, StoredChunks
+from outcrop.model import CF_ENCODING_KEYS, Query, StoredChunks
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
@@ -250,13 +250,7 @@ def variable_info(var: xr.DataArray) -> dict[str, Any]:
         "dtype": str(var.dtype),
         "chunks": chunks,
         "attrs": jsonable(var.attrs),
-        "encoding": jsonable(
-            {
-                k: v
-                for k, v in var.encoding.items()
-                if k in ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
-            }
-        ),
+        "encoding": jsonable({k: v for k, v in var.encoding.items() if k in CF_ENCODING_KEYS}),
     }
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from outcrop.formats.slabs import chunks, layout, read, source_chunks
-from outcrop.model import Query, StoredChunks
+from outcrop.model import CF_ENCODING_KEYS, Query, StoredChunks
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -34,16 +34,7 @@ NETCDF_FILTER_ORDER = ("fletcher32", "shuffle", "zlib")  # as libnetcdf applies 
 COMPRESSION = {"zlib": True, "complevel": 1, "shuffle": True, "fletcher32": False}
 # What the source's encoding says about values (kept); the rest (its chunks, filters,
 # quantization) is the source's storage, which the output chooses for itself.
-CF_ENCODING = (
-    "dtype",
-    "_FillValue",
-    "missing_value",
-    "scale_factor",
-    "add_offset",
-    "units",
-    "calendar",
-    "coordinates",
-)
+CF_ENCODING = (*CF_ENCODING_KEYS, "coordinates")
 CF_TYPES = {
     "f4": "float",
     "f8": "double",

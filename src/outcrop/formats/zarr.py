@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from outcrop.errors import BadQuery, DatasetNotFound
+from outcrop.model import CF_ENCODING_KEYS
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -197,19 +198,8 @@ def _encoded_chunks(var: xr.Variable, itemsize: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-_CF_KEYS = (
-    "dtype",
-    "_FillValue",
-    "missing_value",
-    "scale_factor",
-    "add_offset",
-    "units",
-    "calendar",
-)
-
-
 def _cf_encoding(encoding: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in encoding.items() if k in _CF_KEYS}
+    return {k: v for k, v in encoding.items() if k in CF_ENCODING_KEYS}
 
 
 def _is_char_array(var: xr.Variable) -> bool:
