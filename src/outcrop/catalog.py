@@ -83,6 +83,12 @@ class Found:
     mtime_ns: int = 0
 
 
+# What a file-backed dataset's name may end with in a client's URL.
+FILE_EXTENSIONS = frozenset(
+    {".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5", ".he5", ".hdf", ".zarr"}
+)
+
+
 class Catalog:
     """Datasets by id, from the database; `refresh()` rescans what changed."""
 
@@ -91,7 +97,7 @@ class Catalog:
         self.engine = engine or connect(settings.db_url)
         self._entries: dict[str, Entry] = {}
         self._broken: dict[str, str] = {}
-        self._open: OrderedDict[tuple[str, str], xr.Dataset] = OrderedDict()
+        self._open: OrderedDict[tuple[str, str, bool], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- scanning -------------------------------------------------------------------
@@ -197,6 +203,16 @@ class Catalog:
             f"no dataset {ds_id!r}; GET /api/datasets lists the {len(self)} datasets served"
         )
 
+    def known_id(self, ds_id: str) -> str | None:
+        """`ds_id`, or the id it names with the file extension a client kept on it (as
+        THREDDS URLs have it: `…/ta_Amon_1950.nc`); None if neither is served."""
+        if ds_id in self:
+            return ds_id
+        stem, dot, ext = ds_id.rpartition(".")
+        if dot and f".{ext.lower()}" in FILE_EXTENSIONS and stem in self:
+            return stem
+        return None
+
     def search(self, q: str, limit: int, offset: int) -> tuple[list[DatasetSummary], int]:
         """A page of datasets, ordered by id, whose id, title or description contain `q`."""
         query = select(DatasetRow).where(DatasetRow.error == "")
@@ -215,16 +231,16 @@ class Catalog:
             rows = session.scalars(query.order_by(DatasetRow.id).limit(limit).offset(offset))
             return [_entry(r).summary() for r in rows], total
 
-    def open(self, ds_id: str) -> xr.Dataset:
-        """The lazy dataset; at most `open_files` opened datasets are kept, the least
-        recently used closed first."""
+    def open(self, ds_id: str, stored: bool = False) -> xr.Dataset:
+        """The lazy dataset, decoded or (`stored=True`) as stored (see `Driver.open`); at
+        most `open_files` opened datasets are kept, the least recently used closed first."""
         entry = self.get(ds_id)
-        key = (entry.id, entry.version)
+        key = (entry.id, entry.version, stored)
         with self._lock:
             if key in self._open:
                 self._open.move_to_end(key)
                 return self._open[key]
-        ds = _decorate(driver(entry.driver).open(entry.source), entry)
+        ds = _decorate(driver(entry.driver).open(entry.source, stored), entry)
         with self._lock:
             if key in self._open:  # another thread opened it meanwhile: keep one
                 ds.close()

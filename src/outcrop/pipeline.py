@@ -8,7 +8,9 @@ import os
 import pickle
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,9 +28,13 @@ from outcrop.settings import Settings
 if TYPE_CHECKING:
     import xarray as xr
 
+    from outcrop.formats.stored import StoredReader
+
 NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 V2_DOCUMENTS = (".zmetadata", ".zgroup", ".zattrs", ".zarray")
 V3_DOCUMENT = "zarr.json"
+STORED_INDEXES = 256  # chunk indexes of variables kept for stored-value reads
+SLAB_BYTES = 16 << 20  # stored values are read in slabs of about this size
 
 
 def zarr_format_of(key: str) -> ZarrFormat:
@@ -64,6 +70,8 @@ class Pipeline:
         self._fds: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
+        self._stored: OrderedDict[tuple[str, str, str], StoredChunks | None] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
         remove_stale_subsets(settings)
 
     def entry(self, ds_id: str) -> Entry:
@@ -201,7 +209,45 @@ class Pipeline:
                     self._fds[key] = fd
         return fd
 
+    # -- values as stored (OPeNDAP) -------------------------------------------------------
+    def stored_dataset(self, ds_id: str) -> xr.Dataset:
+        """Blocking: the dataset as stored (undecoded, CF encoding in the attributes)."""
+        return self.catalog.open(ds_id, stored=True)
+
+    def values(self, entry: Entry) -> StoredValues:
+        """The source of a dataset's stored values, slab by slab (`formats.dap.Values`)."""
+        return StoredValues(self, entry, self.stored_dataset(entry.id))
+
+    def stored_reader(self, entry: Entry, name: str) -> StoredReader | None:
+        """A parallel reader of a variable's stored chunks, where the file has them."""
+        from outcrop.formats.stored import StoredReader
+
+        key = (entry.id, entry.version, name)
+        with self._lock:
+            known = key in self._stored
+            stored = self._stored.get(key)
+        if not known:
+            find = stored_chunks_of(entry)
+            stored = find(name) if find else None
+            with self._lock:
+                self._stored[key] = stored
+                while len(self._stored) > STORED_INDEXES:
+                    self._stored.popitem(last=False)
+        if stored is None:
+            return None
+        return StoredReader(stored, self._fd(str(stored.path), entry.version), self.pool())
+
+    def pool(self) -> ThreadPoolExecutor:
+        """Threads that decompress stored chunks (one per core: the work is CPU-bound)."""
+        with self._lock:
+            if self._pool is None:
+                workers = max(2, os.cpu_count() or 2)
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="outcrop-decode")
+            return self._pool
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
@@ -404,3 +450,34 @@ def _modified(entry: Entry) -> float:
         except OSError:
             continue
     return max(times, default=0.0)
+
+
+class StoredValues:
+    """A dataset's stored values in bounded C-order slabs (`formats.dap.Values`): from the
+    file's stored chunks, decompressed in parallel, where it has them; else through the
+    driver, slab by slab."""
+
+    def __init__(self, pipeline: Pipeline, entry: Entry, ds: xr.Dataset) -> None:
+        self.pipeline = pipeline
+        self.entry = entry
+        self.ds = ds
+
+    def slabs(self, name: str, index: tuple[slice, ...]) -> Iterator[np.ndarray[Any, Any]]:
+        from outcrop.formats import slabs
+
+        var = self.ds.variables[name]
+        budget = max(1, SLAB_BYTES // max(var.dtype.itemsize, 1))
+        reader = self.pipeline.stored_reader(self.entry, name)
+        if reader is not None:
+            yield from reader.slabs(index, budget)
+            return
+        ranges = [range(*s.indices(n)) for s, n in zip(index, var.shape, strict=True)]
+        shape = tuple(len(r) for r in ranges)
+        if 0 in shape:
+            return
+        for slab in slabs.slabs(shape, budget):
+            source = tuple(
+                slice(r[s.start], r[s.stop - 1] + 1, r.step)
+                for r, s in zip(ranges, slab, strict=True)
+            )
+            yield slabs.read(var[source])

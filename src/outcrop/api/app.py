@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from outcrop.api.errors import problem
 from outcrop.api.middleware import TrustedProxies, forwarded, handle
+from outcrop.api.opendap import OpendapApp
 from outcrop.api.zarr import Receive, Scope, Send, ZarrApp
 from outcrop.catalog import Catalog
 from outcrop.errors import OutcropError
@@ -29,14 +30,18 @@ from outcrop.settings import Settings, load_settings
 
 log = logger(__name__)
 ZARR_PREFIX = "/zarr/"
+OPENDAP_PREFIX = "/opendap/"
 
 
 class OutcropApp:
     """Routes `/zarr/…` to the bare Zarr app and the rest to FastAPI; binds a request id."""
 
-    def __init__(self, api: FastAPI, zarr: ZarrApp, settings: Settings) -> None:
+    def __init__(
+        self, api: FastAPI, zarr: ZarrApp, opendap: OpendapApp, settings: Settings
+    ) -> None:
         self.api = api
         self.zarr = zarr
+        self.opendap = opendap
         self.trusted = TrustedProxies(settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,6 +55,10 @@ class OutcropApp:
         if path.startswith(ZARR_PREFIX):
             zarr_scope = {**scope, "path": path[len(ZARR_PREFIX) :]}
             await handle(self.zarr, zarr_scope, receive, send, logging.DEBUG, scope["path"])
+            return
+        if path.startswith(OPENDAP_PREFIX) and not path.endswith(".html"):
+            dap_scope = {**scope, "path": path[len(OPENDAP_PREFIX) :]}
+            await handle(self.opendap, dap_scope, receive, send, logging.INFO, scope["path"])
             return
         api_scope = forwarded(scope, self.trusted)
         await handle(self.api, api_scope, receive, send, logging.INFO, scope["path"])
@@ -96,7 +105,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.include_router(rest.router)
     api.include_router(pages.router)
     api.mount("/static", pages.static_files(), name="static")
-    return OutcropApp(api, ZarrApp(pipeline, limiter), settings)
+    return OutcropApp(api, ZarrApp(pipeline, limiter), OpendapApp(pipeline, limiter), settings)
 
 
 async def outcrop_error(_: Request, exc: OutcropError) -> Response:

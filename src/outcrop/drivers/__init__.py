@@ -43,7 +43,10 @@ class Driver(Protocol):
 
     def can_open(self, path: Path) -> bool: ...
 
-    def open(self, source: Source) -> xr.Dataset: ...
+    def open(self, source: Source, stored: bool = False) -> xr.Dataset:
+        """The lazy dataset; `stored=True` gives values as stored, undecoded, with the CF
+        encoding (`_FillValue`, `scale_factor`, time `units` …) as attributes."""
+        ...
 
     def probe(self, path: Path) -> Probe:
         """What a scan records of a file: its title and the groups that are datasets."""
@@ -71,3 +74,14 @@ def driver(name: str) -> Driver:
             parameter="driver",
         )
     return known[name]
+
+
+def stored_form(ds: xr.Dataset) -> xr.Dataset:
+    """A decoded dataset in the form `to_netcdf` would store it (lazily): packed values,
+    fill values and time numbers, with the CF encoding as attributes."""
+    import xarray as xr
+    from xarray import conventions
+
+    variables, attrs = conventions.cf_encoder(*conventions.encode_dataset_coordinates(ds))
+    out = xr.Dataset(variables, attrs=attrs)
+    return out.set_coords([n for n in ds.coords if n in out.variables])

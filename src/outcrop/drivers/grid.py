@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from outcrop.drivers import Probe, Source
+from outcrop.drivers import Probe, Source, stored_form
 from outcrop.errors import SourceError
 from outcrop.model import StoredChunks
 
@@ -49,15 +49,22 @@ class GridDriver:
     def can_open(self, path: Path) -> bool:
         return is_zarr(path) or (path.is_file() and path.suffix.lower() in NETCDF_SUFFIXES)
 
-    def open(self, source: Source) -> xr.Dataset:
+    def open(self, source: Source, stored: bool = False) -> xr.Dataset:
+        """The dataset, decoded; `stored=True`: as stored (a single NetCDF/HDF5 file is
+        opened undecoded, anything else is encoded as `to_netcdf` would write it)."""
         if source.aggregate is not None:
-            return open_aggregation(source)
+            ds = open_aggregation(source)
+            return stored_form(ds) if stored else ds
         if len(source.paths) != 1:
             raise SourceError(
                 f"{len(source.paths)} files but no dimension to aggregate them along; "
                 'declare `aggregate = "<dimension>"` for this dataset'
             )
-        return open_one(source.paths[0], source.group)
+        path = source.paths[0]
+        if stored and not is_zarr(path):
+            return open_one(path, source.group, decode=False)
+        ds = open_one(path, source.group)
+        return stored_form(ds) if stored else ds
 
     def probe(self, path: Path) -> Probe:
         """Title and groups of a file, read without xarray (fast enough for big scans)."""
@@ -74,7 +81,8 @@ class GridDriver:
 OPEN_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError)
 
 
-def open_one(path: Path, group: str | None = None) -> xr.Dataset:
+def open_one(path: Path, group: str | None = None, decode: bool = True) -> xr.Dataset:
+    """One file or Zarr store; `decode=False` (NetCDF/HDF5 only): values as stored."""
     import xarray as xr
 
     where = f"{path.name}" + (f" group {group!r}" if group else "")
@@ -97,6 +105,7 @@ def open_one(path: Path, group: str | None = None) -> xr.Dataset:
                 group=group,
                 chunks={},
                 decode_timedelta=False,
+                decode_cf=decode,
                 lock=NETCDF_LOCK,
             )
             return ds

@@ -163,13 +163,13 @@ def _plan(
     ):
         raw = None
     if raw is not None:
-        codecs = tuple(_numcodec(codec, param) for codec, param in raw.filters)
+        codecs = tuple(numcodec(codec, param) for codec, param in raw.filters)
         chunks, layout = raw.chunks, np.dtype(raw.dtype)
         declared = _declare(codecs, layout, zarr_format)
         if zarr_format == 3:  # v3 keeps the fill apart from _FillValue: make it the file's
             declared["fill_value"] = np.frombuffer(raw.fill, dtype=layout)[0]
     else:
-        codecs = (_numcodec("zstd", ENCODED_CLEVEL),)
+        codecs = (numcodec("zstd", ENCODED_CLEVEL),)
         chunks = _encoded_chunks(var, dtype.itemsize)
         layout = dtype if zarr_format == 2 else dtype.newbyteorder("<")
         declared = _declare(codecs, layout, zarr_format)
@@ -219,7 +219,7 @@ def _as_characters(var: xr.Variable, name: str) -> xr.Variable:
     return chars
 
 
-def _numcodec(codec: str, param: int) -> Any:
+def numcodec(codec: str, param: int) -> Any:
     from numcodecs import Fletcher32, Shuffle, Zlib, Zstd
 
     makers: dict[str, Callable[[int], Any]] = {
