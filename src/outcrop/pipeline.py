@@ -34,7 +34,7 @@ NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 V2_DOCUMENTS = (".zmetadata", ".zgroup", ".zattrs", ".zarray")
 V3_DOCUMENT = "zarr.json"
 STORED_INDEXES = 256  # chunk indexes of variables kept for stored-value reads
-SLAB_BYTES = 16 << 20  # stored values are read in slabs of about this size
+SLAB_BYTES = 4 << 20  # stored values are read in slabs of about this size
 
 
 def zarr_format_of(key: str) -> ZarrFormat:

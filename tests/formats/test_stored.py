@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +18,9 @@ SHAPE = (7, 13, 29)
 CHUNKS = (2, 5, 8)  # edge chunks on every axis
 
 
-def write(path: Path, endian: str, fletcher32: bool, missing: bool) -> np.ndarray:
+def write(
+    path: Path, endian: str, fletcher32: bool, missing: bool, shuffle: bool = True
+) -> np.ndarray:
     rng = np.random.default_rng(7)
     values = rng.normal(size=SHAPE).astype("f4")
     with netCDF4.Dataset(path, "w") as nc:
@@ -29,7 +32,7 @@ def write(path: Path, endian: str, fletcher32: bool, missing: bool) -> np.ndarra
             ("t", "y", "x"),
             zlib=True,
             complevel=3,
-            shuffle=True,
+            shuffle=shuffle,
             fletcher32=fletcher32,
             chunksizes=CHUNKS,
             endian=endian,
@@ -57,11 +60,21 @@ SELECTIONS = [
 @pytest.mark.parametrize("fletcher32", [False, True])
 @pytest.mark.parametrize("missing", [False, True])
 @pytest.mark.parametrize("budget", [1, 40, 10_000])
+@pytest.mark.parametrize(("libdeflate", "shuffle"), [(True, True), (False, True), (True, False)])
 def test_slabs_equal_libnetcdf(
-    tmp_path: Path, endian: str, fletcher32: bool, missing: bool, budget: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    endian: str,
+    fletcher32: bool,
+    missing: bool,
+    budget: int,
+    libdeflate: bool,
+    shuffle: bool,
 ) -> None:
+    if not libdeflate:  # zlib through numcodecs, as where `deflate` is not installed
+        monkeypatch.setitem(sys.modules, "deflate", None)
     path = tmp_path / "v.nc"
-    write(path, endian, fletcher32, missing)
+    write(path, endian, fletcher32, missing, shuffle)
     stored = stored_chunks(path, None, "v")
     assert stored is not None
     with netCDF4.Dataset(path) as nc:

@@ -12,9 +12,10 @@ The values are the stored ones (no CF decoding): what `decode_cf=False` reads.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -37,7 +38,14 @@ class StoredReader:
         self.fd = fd
         self.pool = pool
         self.dtype = np.dtype(stored.dtype)
-        self._codecs = [numcodec(c, p) for c, p in reversed(stored.filters)]
+        bound = math.prod(stored.chunks) * self.dtype.itemsize + 4  # + a fletcher32 sum
+        filters = list(stored.filters)
+        # A shuffle applied first on write is undone while copying into the slab, one
+        # byte plane at a time (numpy copies let go of the GIL; numcodecs' does not).
+        self._shuffled = bool(filters) and filters[0][0] == "shuffle" and self.dtype.itemsize > 1
+        if self._shuffled:
+            filters = filters[1:]
+        self._decoders = [_decoder(c, p, bound) for c, p in reversed(filters)]
 
     def slabs(
         self, index: tuple[slice, ...], budget: int, ahead: int = 1
@@ -87,21 +95,52 @@ class StoredReader:
     def _fill(self, out: np.ndarray[Any, Any], pieces: tuple[Piece, ...]) -> None:
         """Decode one chunk and copy its selected positions into `out`."""
         coords = tuple(p[0] for p in pieces)
-        chunk = self.chunk(coords)
-        out[tuple(p[1] for p in pieces)] = chunk[tuple(p[2] for p in pieces)]
+        where = tuple(p[1] for p in pieces)
+        what = tuple(p[2] for p in pieces)
+        data = self._decoded(coords)
+        if data is None:
+            out[where] = np.frombuffer(self.stored.fill, dtype=self.dtype)[0]
+        elif self._shuffled:
+            size = self.dtype.itemsize
+            planes = np.frombuffer(data, np.uint8, count=size * math.prod(self.stored.chunks))
+            planes = planes.reshape(size, *self.stored.chunks)
+            target = np.moveaxis(out.view(np.uint8).reshape(*out.shape, size), -1, 0)
+            for k in range(size):
+                target[k][where] = planes[k][what]
+        else:
+            out[where] = self._values(data)[what]
 
-    def chunk(self, coords: tuple[int, ...]) -> np.ndarray[Any, Any]:
-        """One whole stored chunk, decoded (the fill value where it was never written)."""
+    def _decoded(self, coords: tuple[int, ...]) -> Any:
+        """A stored chunk's bytes with every filter undone but a leading shuffle; None
+        where the chunk was never written."""
         raw = self.stored.get(coords)
         if raw is None:
-            fill = np.frombuffer(self.stored.fill, dtype=self.dtype)[0]
-            return np.full(self.stored.chunks, fill, dtype=self.dtype)
+            return None
         data: Any = os.pread(self.fd, raw.size, raw.offset)
         if len(data) != raw.size:
             raise SourceError(f"{raw.path.name}: a stored chunk is shorter than its index says")
-        for codec in self._codecs:
-            data = codec.decode(data)
-        return np.frombuffer(data, dtype=self.dtype).reshape(self.stored.chunks)
+        for decode in self._decoders:
+            data = decode(data)
+        return data
+
+    def _values(self, data: Any) -> np.ndarray[Any, Any]:
+        count = math.prod(self.stored.chunks)
+        return np.frombuffer(data, dtype=self.dtype, count=count).reshape(self.stored.chunks)
+
+
+def _decoder(codec: str, param: int, bound: int) -> Callable[[Any], Any]:
+    """How to undo one filter. zlib streams are inflated by libdeflate where it is
+    installed (the `deflate` package): twice as fast as zlib and, unlike numcodecs' and
+    zlib-ng's bindings, it lets go of the GIL, so the pool's threads inflate in parallel."""
+    if codec == "zlib":
+        try:
+            import deflate
+        except ImportError:
+            pass
+        else:
+            return lambda data: deflate.zlib_decompress(data, bound)
+    decode: Callable[[Any], Any] = numcodec(codec, param).decode
+    return decode
 
 
 def _runs(chunk_of: np.ndarray[Any, Any]) -> tuple[int, ...]:
