@@ -2,8 +2,9 @@
 
 `temp(time, lat, lon)` float32 in a NetCDF4 file (chunks of one time step, zlib 1 +
 shuffle), static Zarr v2 and v3 copies of it (zarr-python default codecs) for nginx and the
-local reads, 1,000 tiny NetCDF files for the restart workload, and on request (`--big`) a
-file of more than 5 GB decoded made by copying the stored chunks of the first one.
+local reads, an uncompressed NetCDF3 copy for the OPeNDAP workloads, 1,000 tiny NetCDF files
+for the restart workload, and on request (`--big`) a file of more than 5 GB decoded made by
+copying the stored chunks of the first one.
 CRC32 checksums of the decoded values go to `reference.json`, so every reader's answer
 can be compared with what was written.
 """
@@ -114,8 +115,11 @@ def write_netcdf(path: Path, nt: int) -> dict[str, Any]:
     }
 
 
-def define_grid(nc: Any, nt: int, lat: np.ndarray, lon: np.ndarray) -> None:
-    """Dimensions, CF coordinates and an empty `temp` with the benchmark's storage layout."""
+def define_grid(
+    nc: Any, nt: int, lat: np.ndarray, lon: np.ndarray, compressed: bool = True
+) -> None:
+    """Dimensions, CF coordinates and an empty `temp` with the benchmark's storage layout
+    (`compressed=False`: contiguous and uncompressed, all NetCDF3 can store)."""
     nc.title, nc.Conventions = "outcrop benchmark grid", "CF-1.8"
     for name, size in (("time", nt), ("lat", NY), ("lon", NX)):
         nc.createDimension(name, size)
@@ -129,15 +133,9 @@ def define_grid(nc: Any, nt: int, lat: np.ndarray, lon: np.ndarray) -> None:
         v = nc.createVariable(name, "f8", (name,))
         v.units, v.standard_name = units, std
         v[:] = values
+    layout = {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": (1, NY, NX)}
     temp = nc.createVariable(
-        "temp",
-        "f4",
-        ("time", "lat", "lon"),
-        zlib=True,
-        complevel=1,
-        shuffle=True,
-        chunksizes=(1, NY, NX),
-        fill_value=False,
+        "temp", "f4", ("time", "lat", "lon"), fill_value=False, **(layout if compressed else {})
     )
     temp.units, temp.long_name, temp.standard_name = "K", "air temperature", "air_temperature"
 
@@ -167,6 +165,37 @@ def write_zarr_copies(root: Path) -> None:
         encoding = {"temp": {"chunks": (1, NY, NX), **codecs}}
         src.to_zarr(out, zarr_format=fmt, consolidated=True, mode="w", encoding=encoding)
     src.close()
+
+
+NC3 = "nc3/grid3.nc"
+
+
+def ensure_nc3(root: Path, ref: dict[str, Any]) -> Path:
+    """`nc3/grid3.nc`: grid.nc's values in an uncompressed NETCDF3_64BIT file, in a folder of
+    its own so a server given that folder publishes it alone (Outcrop: id `grid3`). Copied
+    step by step, its CRC checked against the reference before it takes its name."""
+    import netCDF4
+
+    path = root / NC3
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    print(f"[data] writing {path} (NetCDF3 copy, once)", flush=True)
+    crc = 0
+    with netCDF4.Dataset(root / "nc" / "grid.nc") as src:
+        nt = src.dimensions["time"].size
+        with netCDF4.Dataset(tmp, "w", format="NETCDF3_64BIT_OFFSET") as dst:
+            define_grid(dst, nt, src["lat"][:], src["lon"][:], compressed=False)
+            for i in range(nt):
+                step = np.asarray(src["temp"][i], dtype=np.float32)
+                dst["temp"][i] = step
+                crc = zlib.crc32(step, crc)
+    if crc != ref["full_crc"]:
+        tmp.unlink()
+        raise RuntimeError(f"{NC3}: CRC {crc} differs from the reference {ref['full_crc']}")
+    tmp.rename(path)
+    return path
 
 
 def size_of(path: Path) -> int:

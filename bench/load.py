@@ -3,6 +3,7 @@ step), and single probing requests."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import time
@@ -94,5 +95,6 @@ def probe(url: str, timeout: float = 120) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode(errors="replace")
         return {"status": exc.code, "bytes": 0, "error": f"HTTP {exc.code}: {detail}", "body": b""}
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: e.g. a body shorter than its Content-Length (IncompleteRead)
         return {"status": None, "bytes": 0, "error": f"{type(exc).__name__}: {exc}", "body": b""}

@@ -17,11 +17,13 @@ from typing import Any
 
 
 def open_ds(kind: str, url: str, zarr_format: int | None = None) -> Any:
+    """Zarr through zarr-python; NetCDF files and OPeNDAP URLs (`http://` for DAP2,
+    `dap4://` for DAP4) through libnetcdf, as `xarray.open_dataset(url, engine="netcdf4")`."""
     import xarray as xr
 
     if kind in ("zarr", "local-zarr"):
         return xr.open_zarr(url, consolidated=True, zarr_format=zarr_format)
-    if kind == "local-nc":
+    if kind in ("local-nc", "dap2", "dap4"):
         return xr.open_dataset(url, engine="netcdf4")
     raise ValueError(f"unknown kind {kind!r}")
 
@@ -46,6 +48,31 @@ def read_full(spec: dict[str, Any], out: dict[str, Any]) -> None:
         del values
         if time.perf_counter() > deadline:
             break
+
+
+def read_raw(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """DAP2 without libnetcdf: one `GET URL.dods?temp` streamed by httpx into a numpy array
+    (XDR decoded by `dapbody.py`), `reps` times; separates the server's speed from the
+    client's."""
+    import dapbody
+    import httpx
+
+    deadline = time.perf_counter() + spec["budget_s"]
+    timeout = httpx.Timeout(spec["budget_s"], connect=30)
+    # the Accept-Encoding libnetcdf sends, so that both clients get the same bytes
+    with httpx.Client(timeout=timeout, headers={"Accept-Encoding": "deflate, gzip"}) as client:
+        for _ in range(spec["reps"]):
+            t0 = time.perf_counter()
+            with client.stream("GET", spec["url"] + ".dods?temp") as r:
+                if r.status_code != 200:
+                    body = r.read()[:300].decode(errors="replace")
+                    raise RuntimeError(f"HTTP {r.status_code}: {body}")
+                values = dapbody.read_dap2_first_array(r.iter_bytes(1 << 20))
+            out["times"].append(time.perf_counter() - t0)
+            out["nbytes"], out["crc"] = int(values.nbytes), crc(values)
+            del values
+            if time.perf_counter() > deadline:
+                break
 
 
 def read_subset(spec: dict[str, Any], out: dict[str, Any]) -> None:
@@ -152,10 +179,17 @@ def main() -> int:
     if spec["kind"] == "zarr":
         import aiohttp  # noqa: F401
         import fsspec.implementations.http  # noqa: F401
+    if spec["kind"] in ("dap2", "dap4", "local-nc"):
+        import httpx  # noqa: F401
+        import netCDF4  # noqa: F401
     out: dict[str, Any] = {"times": [], "errors": []}
-    what = {"full": read_full, "subset": read_subset, "stream": stream, "table": stream_table}[
-        spec["what"]
-    ]
+    what = {
+        "full": read_full,
+        "raw": read_raw,
+        "subset": read_subset,
+        "stream": stream,
+        "table": stream_table,
+    }[spec["what"]]
     try:
         what(spec, out)
     except urllib.error.HTTPError as exc:

@@ -1,5 +1,6 @@
-"""The Markdown report: medians per workload, ratios against nginx serving the same Zarr
-format, and each of Outcrop's figures against its target in issue 2."""
+"""The Markdown report: one section per suite (Zarr, issue 2; OPeNDAP, issue 3), each with
+medians per workload, ratios against the suite's reference peer (nginx serving the same
+Zarr format; xpublish-opendap) and each of Outcrop's figures against its target."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-OUTCROP = ("outcrop-zarr2", "outcrop-zarr3")
+WRONG = "**WRONG VALUES**"
 
 
 def median(xs: Iterable[float | None]) -> float | None:
@@ -18,41 +19,123 @@ def median(xs: Iterable[float | None]) -> float | None:
 
 @dataclass(frozen=True)
 class Target:
-    """A target of issue 2: `value` compared with `bound`, or with `bound` x nginx's value."""
+    """A target: `value` compared with `bound`, or with `bound` x the reference's value."""
 
     text: str
     bound: float
     at_least: bool  # True: value >= bound passes; False: value < bound passes
-    of_nginx: bool = False
+    of_ref: bool = False
 
 
-TARGETS = {
-    "full": Target("≥ 90% of nginx", 0.90, True, True),
-    "chunk": Target("≥ 25% of nginx", 0.25, True, True),
-    "cycle": Target("≥ 15% of nginx, 0 errors", 0.15, True, True),
-    "meta": Target("≥ 5,000 req/s", 5000, True),
-    "subset": Target("≤ 1.2 x nginx", 1.2, False, True),
-    "cold": Target("< 1 s", 1.0, False),
-    "warm": Target("< 1 s", 1.0, False),
-    "restart": Target("< 2 s", 2.0, False),
-    "rss_full": Target("< 300 MB", 300, False),
-    "rss_stream": Target("< 300 MB", 300, False),
-    "rss_stream_table": Target("< 300 MB", 300, False),
-}
+@dataclass(frozen=True)
+class Suite:
+    """One issue's contenders, workloads and targets, rendered as one section."""
 
-WORKLOADS = {
-    "full": "full-variable read, `xarray.open_zarr(url).temp.values` (MB/s)",
-    "chunk": "one chunk repeated, wrk c=16 (req/s)",
-    "cycle": "chunks cycled over every time step, wrk c=16 (req/s)",
-    "meta": "metadata document, wrk c=16 (req/s)",
-    "subset": "small subset, open + read 10x20x40 (ms)",
-    "cold": "process start → first 200 on metadata, empty data folder (s)",
-    "warm": "process start → first 200 on metadata, data folder kept (s)",
-    "restart": "restart over 1,000 indexed files → first 200 (s)",
-    "rss_full": "server peak RSS (VmHWM, tree) after the full reads (MB)",
-    "rss_stream": "server peak RSS while streaming a 5 GB NetCDF subset (MB)",
-    "rss_stream_table": "server peak RSS while streaming the same subset as Arrow IPC (MB)",
-}
+    key: str  # what contenders name in their `suites`
+    title: str
+    issue: str
+    ref_col: str  # ratio column against each contender's `ref`
+    ref2_col: str  # ratio column against each contender's `ref2`
+    explain: str
+    workloads: dict[str, str]
+    targets: dict[str, Target]  # by "workload", or "workload:contender" for one contender
+    outcrop: tuple[str, ...]  # the contenders measured against the targets: summary columns
+    columns: tuple[str, ...]  # their headers in the summary
+    comparable: frozenset[str]  # workloads whose ratio columns mean something
+    extras: dict[str, str]  # workloads that one extra contender measures
+    info2: str  # the summary's information row: the full read against `ref2`
+
+    def target(self, key: str, name: str) -> Target | None:
+        return self.targets.get(f"{key}:{name}", self.targets.get(key))
+
+    def is_outcrop(self, name: str) -> bool:
+        return name in self.outcrop or name in self.extras.values()
+
+
+RSS = Target("< 300 MB", 300, False)
+ZARR = Suite(
+    key="zarr",
+    title="Zarr",
+    issue="issue 2",
+    ref_col="x nginx",
+    ref2_col="x nginx, same bytes",
+    explain="`x nginx` = value ÷ nginx's value for the same Zarr format (throughputs: higher "
+    "is better; times: lower is better); `x nginx, same bytes` the same against nginx serving "
+    "the zlib + shuffle copy.",
+    workloads={
+        "full": "full-variable read, `xarray.open_zarr(url).temp.values` (MB/s)",
+        "chunk": "one chunk repeated, wrk c=16 (req/s)",
+        "cycle": "chunks cycled over every time step, wrk c=16 (req/s)",
+        "meta": "metadata document, wrk c=16 (req/s)",
+        "subset": "small subset, open + read 10x20x40 (ms)",
+        "cold": "process start → first 200 on metadata, empty data folder (s)",
+        "warm": "process start → first 200 on metadata, data folder kept (s)",
+        "restart": "restart over 1,000 indexed files → first 200 (s)",
+        "rss_full": "server peak RSS (VmHWM, tree) after the full reads (MB)",
+        "rss_stream": "server peak RSS while streaming a 5 GB NetCDF subset (MB)",
+        "rss_stream_table": "server peak RSS while streaming the same subset as Arrow IPC (MB)",
+    },
+    targets={
+        "full": Target("≥ 90% of nginx", 0.90, True, True),
+        "chunk": Target("≥ 25% of nginx", 0.25, True, True),
+        "cycle": Target("≥ 15% of nginx, 0 errors", 0.15, True, True),
+        "meta": Target("≥ 5,000 req/s", 5000, True),
+        "subset": Target("≤ 1.2 x nginx", 1.2, False, True),
+        "cold": Target("< 1 s", 1.0, False),
+        "warm": Target("< 1 s", 1.0, False),
+        "restart": Target("< 2 s", 2.0, False),
+        "rss_full": RSS,
+        "rss_stream": RSS,
+        "rss_stream_table": RSS,
+    },
+    outcrop=("outcrop-zarr2", "outcrop-zarr3"),
+    columns=("Outcrop v2", "Outcrop v3"),
+    comparable=frozenset({"full", "chunk", "cycle", "meta", "subset"}),
+    extras={
+        "restart": "outcrop-restart",
+        "rss_stream": "outcrop-stream",
+        "rss_stream_table": "outcrop-stream",
+    },
+    info2="(for information: x nginx serving the same zlib+shuffle bytes)",
+)
+XPUB_NC4 = "≥ 1.5 x xpublish-opendap (NetCDF4 file)"
+DAP = Suite(
+    key="dap",
+    title="OPeNDAP",
+    issue="issue 3",
+    ref_col="x xpublish-opendap",
+    ref2_col="x local read",
+    explain="`x xpublish-opendap` = value ÷ xpublish-opendap's value (serving grid.nc); "
+    "`x local read` = value ÷ the local read of the same file (`local-nc` or `local-nc3`). "
+    "Values are checked everywhere: the CRC32 of what the client decoded against the local "
+    "array, and the time step's XDR decoded with numpy.",
+    workloads={
+        "full": 'full-variable read, `xarray.open_dataset(url, engine="netcdf4").temp.values` '
+        "(MB/s)",
+        "raw": "whole variable in one `GET .dods?temp`, httpx + numpy XDR decode (MB/s)",
+        "chunk": "one time step `temp[0][0:359][0:719]` repeated, wrk c=16 (req/s)",
+        "cycle": "time steps cycled over every step, wrk c=16 (req/s)",
+        "meta": "`.dds` (DAP4: `.dmr.xml`), wrk c=16 (req/s)",
+        "subset": "small subset, open + read 10x20x40 (ms)",
+        "cold": "process start → first 200 on `.dds` (s)",
+        "rss_full": "server peak RSS (VmHWM, tree) after the full reads (MB)",
+        "rss_raw": "server peak RSS after the one-GET reads too (MB)",
+    },
+    targets={
+        "full:outcrop-dap2-nc3": Target("≥ 3 x xpublish-opendap (NetCDF3 copy)", 3, True, True),
+        "full:outcrop-dap2-nc4": Target(XPUB_NC4, 1.5, True, True),
+        "full:outcrop-dap4-nc4": Target(XPUB_NC4, 1.5, True, True),
+        "chunk": Target("≥ 10 x xpublish-opendap", 10, True, True),
+        "rss_full": RSS,
+        "rss_raw": RSS,
+    },
+    outcrop=("outcrop-dap2-nc4", "outcrop-dap2-nc3", "outcrop-dap4-nc4"),
+    columns=("Outcrop DAP2, grid.nc", "Outcrop DAP2, grid3.nc", "Outcrop DAP4, grid.nc"),
+    comparable=frozenset({"full", "raw", "chunk", "cycle", "meta", "subset"}),
+    extras={},
+    info2="(for information: x the local read of the same file)",
+)
+SUITES = (ZARR, DAP)
 
 
 @dataclass
@@ -69,13 +152,18 @@ def fmt(x: float | None, nd: int = 1) -> str:
     return f"{x:,.{nd}f}"
 
 
-def full_row(res: dict[str, Any], ref: dict[str, Any]) -> Row | None:
-    f = res.get("full")
-    if not f:
-        return None
-    t = median(f.get("times", []))
-    mbps = f.get("nbytes", ref.get("full_bytes", 0)) / 1e6 / t if t else None
-    return Row(mbps, errors=check(f, ref.get("full_crc")))
+def throughput_row(key: str) -> Callable[[dict[str, Any], dict[str, Any]], Row | None]:
+    """MB/s of the whole variable read by the client `key` ("full", or DAP2's "raw")."""
+
+    def row(res: dict[str, Any], ref: dict[str, Any]) -> Row | None:
+        f = res.get(key)
+        if not f:
+            return None
+        t = median(f.get("times", []))
+        mbps = f.get("nbytes", ref.get("full_bytes", 0)) / 1e6 / t if t else None
+        return Row(mbps, errors=check(f, ref.get("full_crc")))
+
+    return row
 
 
 def subset_row(res: dict[str, Any], ref: dict[str, Any]) -> Row | None:
@@ -89,8 +177,9 @@ def subset_row(res: dict[str, Any], ref: dict[str, Any]) -> Row | None:
 def check(out: dict[str, Any], crc: int | None) -> str:
     notes = list(out.get("errors", []))
     if out.get("times") and out.get("crc") != crc:
-        notes.insert(0, "**WRONG VALUES** (CRC differs from the local array)")
-    return "; ".join(notes)[:200]
+        notes.insert(0, f"{WRONG} (CRC differs from the local array)")
+        notes += [f"client stderr: {out['stderr']}"] if out.get("stderr") else []
+    return "; ".join(notes)[:300]
 
 
 def wrk_row(key: str) -> Callable[[dict[str, Any], dict[str, Any]], Row | None]:
@@ -101,6 +190,7 @@ def wrk_row(key: str) -> Callable[[dict[str, Any], dict[str, Any]], Row | None]:
         runs = e.get("runs", [])
         errs = sum(r.get("non2xx", 0) + r.get("sock_err", 0) for r in runs)
         notes = [e["skipped"]] if e.get("skipped") else [str(errs)]
+        notes += [e["check"]] if e.get("check") else []
         notes += [r["error"][:120] for r in runs if r.get("error")]
         return Row(
             median(r.get("rps") for r in runs),
@@ -135,12 +225,18 @@ def restart_row(res: dict[str, Any], _ref: dict[str, Any]) -> Row | None:
     return Row(median(res.get("times", [])), errors="; ".join(notes + res.get("errors", [])))
 
 
-def rss_full_row(res: dict[str, Any], _ref: dict[str, Any]) -> Row | None:
-    m = res.get("mem_full")
-    if not m:
-        return None
-    start = res.get("mem_start", {}).get("rss_mb")
-    return Row(m["hwm_mb"], errors=f"RSS at start {fmt(start, 0)} MB, {m['procs']} process(es)")
+def rss_row(key: str) -> Callable[[dict[str, Any], dict[str, Any]], Row | None]:
+    """The server's peak RSS after the reads of `key` ("full", "raw")."""
+
+    def row(res: dict[str, Any], _ref: dict[str, Any]) -> Row | None:
+        m = res.get(f"mem_{key}")
+        if not m:
+            return None
+        start = res.get("mem_start", {}).get("rss_mb")
+        notes = f"RSS at start {fmt(start, 0)} MB, {m['procs']} process(es)"
+        return Row(m["hwm_mb"], errors=notes)
+
+    return row
 
 
 def rss_stream_row(res: dict[str, Any], ref: dict[str, Any]) -> Row | None:
@@ -175,7 +271,8 @@ def stream_row(res: dict[str, Any], req: dict[str, Any]) -> Row | None:
 
 
 ROWS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row | None]] = {
-    "full": full_row,
+    "full": throughput_row("full"),
+    "raw": throughput_row("raw"),
     "chunk": wrk_row("chunk"),
     "cycle": wrk_row("cycle"),
     "meta": wrk_row("meta"),
@@ -183,57 +280,55 @@ ROWS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row | None]] = {
     "cold": cold_row,
     "warm": warm_row,
     "restart": restart_row,
-    "rss_full": rss_full_row,
+    "rss_full": rss_row("full"),
+    "rss_raw": rss_row("raw"),
     "rss_stream": rss_stream_row,
     "rss_stream_table": rss_stream_table_row,
 }
 
 
-def rows_of(key: str, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[Any]:
-    """(contender, label, Row, nginx Row, same-bytes nginx Row) for each that ran `key`."""
+def rows_of(
+    suite: Suite, key: str, doc: dict[str, Any], contenders: list[dict[str, Any]]
+) -> list[Any]:
+    """(contender, label, Row, ref Row, ref2 Row) for each of the suite's that ran `key`."""
     results, ref = doc["results"], doc["ref"]
-    labels = {c["name"]: c["label"] for c in contenders}
-    refs = {c["name"]: c.get("ref") for c in contenders}
-    same = {c["name"]: c.get("same_bytes") for c in contenders}
-    names = {
-        "restart": ["outcrop-restart"],
-        "rss_stream": ["outcrop-stream"],
-        "rss_stream_table": ["outcrop-stream"],
-    }.get(key, [c["name"] for c in contenders])
+    mine = [c for c in contenders if suite.key in c["suites"]]
+    by_name = {c["name"]: c for c in mine}
+    names = [suite.extras[key]] if key in suite.extras else list(by_name)
     out = []
     for name in names:
         res = results.get(name)
         row = ROWS[key](res, ref) if res else None
         if row is None:
             continue
-        nginx_res = results.get(refs.get(name) or "")
-        nginx = ROWS[key](nginx_res, ref) if nginx_res else None
-        same_res = results.get(same.get(name) or "")
-        same_row = ROWS[key](same_res, ref) if same_res else None
-        label = labels.get(name, "Outcrop")
-        out.append((name, label, row, nginx, same_row))
+        c = by_name.get(name, {})
+        refs = [results.get(c.get(k) or "") for k in ("ref", "ref2")]
+        ref_rows = [ROWS[key](r, ref) if r else None for r in refs]
+        out.append((name, c.get("label", "Outcrop"), row, *ref_rows))
     return out
 
 
-def verdict(key: str, row: Row, nginx: Row | None) -> tuple[str, str]:
-    """(x target, met) for an Outcrop row."""
-    t = TARGETS[key]
+def verdict(target: Target, key: str, row: Row, ref: Row | None) -> tuple[str, str]:
+    """(x target, met) for an Outcrop row; wrong values never meet a target."""
     if row.value is None:
         return "—", "—"
-    bound = t.bound
-    if t.of_nginx:
-        if nginx is None or not nginx.value:
-            return "—", "no nginx figure"
-        bound = t.bound * nginx.value
+    bound = target.bound
+    if target.of_ref:
+        if ref is None or not ref.value:
+            return "—", "no reference figure"
+        bound = target.bound * ref.value
     x = row.value / bound
-    ok = x >= 1 if t.at_least else (x <= 1 if t.of_nginx else x < 1)
+    ok = x >= 1 if target.at_least else (x <= 1 if target.of_ref else x < 1)
     if key == "cycle" and row.errors not in ("0", ""):
+        ok = False
+    if WRONG in row.errors:
         ok = False
     return f"{x:.2f}", "yes" if ok else "**NO**"
 
 
 UNITS = {
     "full": (0, "MB/s"),
+    "raw": (0, "MB/s"),
     "subset": (1, "ms"),
     "cold": (2, "s"),
     "warm": (2, "s"),
@@ -246,63 +341,96 @@ def value_text(key: str, row: Row) -> str:
     return f"{fmt(row.value, nd)} {unit}" if row.value is not None else "—"
 
 
+def escape(text: str) -> str:
+    """A table cell's text: a `|` (in a server's or client's message) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def ratio_text(row: Row, ref: Row | None) -> str:
     if ref is None or not ref.value or row.value is None:
         return "—"
     return f"{row.value / ref.value:.2f}"
 
 
-def results_table(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
+def results_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| workload | contender | median | p50 ms | p99 ms | errors / notes | x nginx "
-        "| x nginx, same bytes | target | x target | met |",
+        "| workload | contender | median | p50 ms | p99 ms | errors / notes "
+        f"| {suite.ref_col} | {suite.ref2_col} | target | x target | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, title in WORKLOADS.items():
-        for name, label, row, nginx, same in rows_of(key, doc, contenders):
-            comparable = key in ("full", "chunk", "cycle", "meta", "subset")
-            ratio = ratio_text(row, nginx) if comparable else "—"
-            same_ratio = ratio_text(row, same) if comparable else "—"
-            is_outcrop = name in OUTCROP or name in ("outcrop-restart", "outcrop-stream")
-            target = TARGETS[key].text if is_outcrop else ""
-            x, met = verdict(key, row, nginx) if is_outcrop else ("", "")
+    for key, title in suite.workloads.items():
+        for name, label, row, ref, ref2 in rows_of(suite, key, doc, contenders):
+            comparable = key in suite.comparable
+            ratio = ratio_text(row, ref) if comparable else "—"
+            ratio2 = ratio_text(row, ref2) if comparable else "—"
+            target = suite.target(key, name) if suite.is_outcrop(name) else None
+            x, met = verdict(target, key, row, ref) if target else ("", "")
             lines.append(
                 f"| {title} | {label} | {value_text(key, row)} | {fmt(row.p50, 2)} | "
-                f"{fmt(row.p99, 2)} | {row.errors or '—'} | {ratio} | {same_ratio} | {target} "
-                f"| {x} | {met} |"
+                f"{fmt(row.p99, 2)} | {escape(row.errors) or '—'} | {ratio} | {ratio2} "
+                f"| {target.text if target else ''} | {x} | {met} |"
             )
     return lines
 
 
-def summary_table(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
-    lines = ["| target (issue 2) | workload | Outcrop v2 | Outcrop v3 |", "|---|---|---|---|"]
-    for key, title in WORKLOADS.items():
-        cells, same_cells = {}, {}
-        for name, _label, row, nginx, same in rows_of(key, doc, contenders):
-            if name in OUTCROP or name.startswith("outcrop-"):
-                x, met = verdict(key, row, nginx)
-                measured = f"{met} ({value_text(key, row)}, {x}x target)"
-                cells[name] = measured if row.value is not None else "not measured"
-                same_cells[name] = f"{ratio_text(row, same)}x"
+def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"| target ({suite.issue}) | workload | {' | '.join(suite.columns)} |",
+        "|---|---|" + "---|" * len(suite.columns),
+    ]
+    for key, title in suite.workloads.items():
+        cells, ref2_cells, texts = {}, {}, []
+        for name, _label, row, ref, ref2 in rows_of(suite, key, doc, contenders):
+            target = suite.target(key, name) if suite.is_outcrop(name) else None
+            if target is None:
+                continue
+            x, met = verdict(target, key, row, ref)
+            measured = f"{met} ({value_text(key, row)}, {x}x target)"
+            cells[name] = measured if row.value is not None else "not measured"
+            ref2_cells[name] = f"{ratio_text(row, ref2)}x"
+            texts.append(target.text)
         if not cells:
             continue
-        both = cells.get("outcrop-restart") or cells.get("outcrop-stream")
-        v2, v3 = (
-            (both, "(same)") if both else (cells.get(OUTCROP[0], "—"), cells.get(OUTCROP[1], "—"))
-        )
-        lines.append(f"| {TARGETS[key].text} | {title} | {v2} | {v3} |")
+        if key in suite.extras:
+            row_cells = [cells[suite.extras[key]]] + ["(same)"] * (len(suite.columns) - 1)
+        else:
+            row_cells = [cells.get(name, "—") for name in suite.outcrop]
+        target_text = " / ".join(dict.fromkeys(texts))
+        lines.append(f"| {target_text} | {title} | {' | '.join(row_cells)} |")
         if key == "full":
-            lines.append(
-                "| (for information: x nginx serving the same zlib+shuffle bytes) | full read | "
-                f"{same_cells.get(OUTCROP[0], '—')} | {same_cells.get(OUTCROP[1], '—')} |"
-            )
+            info = [ref2_cells.get(name, "—") for name in suite.outcrop]
+            lines.append(f"| {suite.info2} | full read | {' | '.join(info)} |")
+    if suite is DAP:
+        cells = [values_cell(doc["results"].get(name), doc["ref"]) for name in suite.outcrop]
+        lines.append(
+            "| correct values | full read, one GET, time step, subset: CRC32 against the "
+            f"local array | {' | '.join(cells)} |"
+        )
     return lines
+
+
+def values_cell(res: dict[str, Any] | None, ref: dict[str, Any]) -> str:
+    """Whether every read of an Outcrop DAP contender returned the local file's values."""
+    if not res:
+        return "—"
+    crcs = {"full": ref.get("full_crc"), "raw": ref.get("full_crc")}
+    crcs["subset"] = ref.get("subset_crc")
+    checked = [k for k in crcs if (res.get(k) or {}).get("times")]
+    wrong = [k for k in checked if res[k].get("crc") != crcs[k]]
+    step = ((res.get("wrk") or {}).get("chunk") or {}).get("check")
+    if step:
+        checked.append("time step")
+        wrong += ["time step"] if WRONG in step else []
+    if not checked:
+        return "not measured"
+    return f"**NO** ({', '.join(wrong)})" if wrong else f"yes ({', '.join(checked)})"
 
 
 def details_table(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| contender | other processes busy before (cores) | server CPU s per full read "
-        "| cores busy: chunk / cycle / meta | bytes per chunk | chunks cycled |",
+        "(DAP2: per one-GET read) | cores busy: chunk / cycle / meta | bytes per chunk "
+        "(DAP: per time step) | chunks cycled |",
         "|---|---|---|---|---|---|",
     ]
     for c in contenders:
@@ -315,12 +443,44 @@ def details_table(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list
             for k in ("chunk", "cycle", "meta")
         )
         probe = wrk.get("chunk", {}).get("probe", {})
+        cpu = fmt((res.get("full") or {}).get("srv_cpu_s"), 1)
+        if res.get("raw"):
+            cpu += f" ({fmt(res['raw'].get('srv_cpu_s'), 1)})"
         lines.append(
-            f"| {c['label']} | {fmt(res.get('others_busy'), 2)} | "
-            f"{fmt((res.get('full') or {}).get('srv_cpu_s'), 1)} | {cores} | "
+            f"| {c['label']} | {fmt(res.get('others_busy'), 2)} | {cpu} | {cores} | "
             f"{probe.get('bytes', '—')} | {wrk.get('cycle', {}).get('n_distinct') or '—'} |"
         )
     return lines
+
+
+def ran(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> bool:
+    """Whether this run measured the suite: a contender of its own (not a local read that
+    both suites share) or an extra, or, when only shared ones ran, any of them."""
+    results = doc["results"]
+    own = [c["name"] for c in contenders if tuple(c["suites"]) == (suite.key,)]
+    if any(n in results for n in [*own, *suite.extras.values()]):
+        return True
+    lone = [c["name"] for c in contenders if len(c["suites"]) == 1]
+    mine = [c["name"] for c in contenders if suite.key in c["suites"]]
+    return not any(n in results for n in lone) and any(n in results for n in mine)
+
+
+def suite_section(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> list[str]:
+    """The suite's summary against its targets and all its results; empty if nothing ran."""
+    if not ran(suite, doc, contenders):
+        return []
+    return [
+        f"## {suite.title} ({suite.issue}): Outcrop against the targets",
+        "",
+        *summary_table(suite, doc, contenders),
+        "",
+        f"## {suite.title} ({suite.issue}): all results",
+        "",
+        suite.explain,
+        "",
+        *results_table(suite, doc, contenders),
+        "",
+    ]
 
 
 def render(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
@@ -334,18 +494,10 @@ def render(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
         f"on disk MB {ref.get('sizes_mb')}. wrk {meta['wrk']}. Runs: {meta['options']['runs']}.",
         f"Versions: {meta['versions']}.",
         "",
-        "Medians. `x nginx` = value ÷ nginx's value for the same Zarr format (throughputs: "
-        "higher is better; times: lower is better). `x target` = value ÷ the target's bound "
-        "(≥ targets pass at ≥ 1, < targets below 1).",
+        "Medians. `x target` = value ÷ the target's bound (≥ targets pass at ≥ 1, < targets "
+        "below 1); for throughputs higher is better, for times lower is better.",
         "",
-        "## Outcrop against the targets",
-        "",
-        *summary_table(doc, contenders),
-        "",
-        "## All results",
-        "",
-        *results_table(doc, contenders),
-        "",
+        *[line for suite in SUITES for line in suite_section(suite, doc, contenders)],
         "## Server details",
         "",
         *details_table(doc, contenders),

@@ -1,9 +1,12 @@
 """Outcrop against its peers, in one run: `make bench` or `python bench/run.py [options]`.
 
-Generates the data once (cached under the work folder), then measures Outcrop serving the
-NetCDF4 file over Zarr v2 and v3, xpublish + xpublish-zarr serving the same file, nginx
-serving static Zarr v2/v3 copies (the limit) and local reads, and prints a Markdown table
-of medians with ratios against nginx and against the targets of issue 2. See README.md.
+Generates the data once (cached under the work folder), then measures, on the same data:
+for Zarr (issue 2), Outcrop serving the NetCDF4 file over Zarr v2 and v3, xpublish +
+xpublish-zarr, nginx serving static Zarr copies (the limit) and local reads; for OPeNDAP
+(issue 3), Outcrop serving the NetCDF4 file and an uncompressed NetCDF3 copy over DAP2 (and
+DAP4), xpublish-opendap, pydap's server and local reads of both files. Prints a Markdown
+table of medians per suite with ratios against the reference peer and the targets. See
+README.md.
 """
 
 from __future__ import annotations
@@ -16,89 +19,21 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
 from typing import Any
 
+import dapbody
 import dataset
 import load
 import report
 import servers
+from contenders import CONTENDERS, EXTRAS, SUITES, Contender
 from servers import HOST, Server
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_WORK = Path(os.environ.get("OUTCROP_BENCH_DIR", "/tmp/outcrop-bench-project"))
-V2_META, V2_CHUNK = "/.zmetadata", "/temp/{t}.0.0"
-V3_META, V3_CHUNK = "/zarr.json", "/temp/c/{t}/0/0"
-
-
-@dataclass(frozen=True)
-class Contender:
-    """One row of the tables: a server (or a local reader) and the URLs it answers."""
-
-    name: str
-    label: str
-    server: str | None  # "outcrop", "xpublish", "nginx"; None: local read
-    path: str  # URL path of the dataset, or the local store under the data folder
-    meta: str = ""
-    chunk: str = ""
-    ref: str | None = None  # the nginx contender serving the same format
-    same_bytes: str | None = None  # the nginx contender serving the bytes Outcrop serves
-
-    @property
-    def kind(self) -> str:
-        if self.server:
-            return "zarr"
-        return "local-nc" if self.path.endswith(".nc") else "local-zarr"
-
-    @property
-    def zarr_format(self) -> int:
-        """Which format the client must read: Outcrop answers both at one URL, and zarr
-        would otherwise pick v3 for the v2 contender."""
-        return 2 if self.meta == V2_META or "zarr2" in self.path else 3
-
-
-V2 = {"meta": V2_META, "chunk": V2_CHUNK}
-V3 = {"meta": V3_META, "chunk": V3_CHUNK}
-N2, N3 = {**V2, "ref": "nginx-zarr2"}, {**V3, "ref": "nginx-zarr3"}
-NGINX_Z = "nginx, static Zarr v{} with grid.nc's zlib+shuffle (Outcrop's bytes)"
-CONTENDERS = [
-    Contender("local-nc", "local NetCDF4 file", None, "nc/grid.nc"),
-    Contender("local-zarr2", "local Zarr v2 copy", None, "zarr2/grid.zarr", ref="nginx-zarr2"),
-    Contender("local-zarr3", "local Zarr v3 copy", None, "zarr3/grid.zarr", ref="nginx-zarr3"),
-    Contender("nginx-zarr2", "nginx, static Zarr v2", "nginx", "/zarr2/grid.zarr", **N2),
-    Contender("nginx-zarr3", "nginx, static Zarr v3", "nginx", "/zarr3/grid.zarr", **N3),
-    Contender("nginx-zarr2-zlib", NGINX_Z.format(2), "nginx", "/zarr2z/grid.zarr", **N2),
-    Contender("nginx-zarr3-zlib", NGINX_Z.format(3), "nginx", "/zarr3z/grid.zarr", **N3),
-    Contender(
-        "outcrop-zarr2",
-        "Outcrop, Zarr v2",
-        "outcrop",
-        "/zarr/grid",
-        **V2,
-        ref="nginx-zarr2",
-        same_bytes="nginx-zarr2-zlib",
-    ),
-    Contender(
-        "outcrop-zarr3",
-        "Outcrop, Zarr v3",
-        "outcrop",
-        "/zarr/grid",
-        **V3,
-        ref="nginx-zarr3",
-        same_bytes="nginx-zarr3-zlib",
-    ),
-    Contender(
-        "xpublish-zarr3",
-        "xpublish 0.5.2 + xpublish-zarr 0.1.0",
-        "xpublish",
-        "/datasets/grid/zarr",
-        **V3,
-        ref="nginx-zarr3",
-    ),
-]
-EXTRAS = ("outcrop-restart", "outcrop-stream")
 
 
 class Bench:
@@ -115,7 +50,7 @@ class Bench:
         self.nt = dataset.steps_for(cfg.size_mb)
         self.data = self.work / f"data-{self.nt}"
         self.tools: dict[str, str | None] = {}
-        self.xpublish_py: Path | None = None
+        self.peer_py: dict[str, Path | None] = {}  # "xpublish", "pydap": their venv's python
         self.ref: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -132,13 +67,17 @@ class Bench:
         elif c.server == "xpublish":
             script = self.run_dir / "xpublish_serve.py"
             script.write_text(servers.XPUBLISH_SERVE)
-            nc = str(self.data / "nc" / "grid.nc")
-            argv = [str(self.xpublish_py), str(script), nc, str(port)]
+            nc = str(self.data / c.source)
+            argv = [str(self.peer_py["xpublish"]), str(script), nc, str(port)]
+        elif c.server == "pydap":
+            py = self.peer_py["pydap"]
+            assert py is not None
+            argv = servers.pydap_argv(py, (self.data / c.source).parent, port)
         else:
             state = self.work / "state" / (f"{c.name}-kept" if keep else f"{c.name}-{tag}")
             if not keep:
                 shutil.rmtree(state, ignore_errors=True)
-            argv = self.outcrop_argv(data or self.data / "nc", port, state)
+            argv = self.outcrop_argv(data or (self.data / c.source).parent, port, state)
             env = {"OUTCROP_MAX_RESPONSE_MB": "16384"}
         return Server(argv, base + c.path, log_path, env)
 
@@ -161,12 +100,10 @@ class Bench:
         return srv
 
     # -- clients -----------------------------------------------------------------------
-    def read(
-        self, kind: str, url: str, what: str, reps: int, budget: float, zarr_format: int = 3
-    ) -> dict[str, Any]:
+    def read(self, c: Contender, url: str, what: str, reps: int, budget: float) -> dict[str, Any]:
         """Run reader.py in a fresh process; its JSON answer, or the error it died with."""
-        spec = {"kind": kind, "url": url, "what": what, "reps": reps, "budget_s": budget}
-        spec["zarr_format"] = zarr_format
+        spec = {"kind": c.kind, "url": url, "what": what, "reps": reps, "budget_s": budget}
+        spec["zarr_format"] = c.zarr_format
         spec["subset"] = self.ref.get("subset", {})
         cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
         try:
@@ -178,15 +115,16 @@ class Bench:
             tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
             return {"times": [], "errors": [f"reader rc={r.returncode}: {tail[:400]}"]}
         out: dict[str, Any] = json.loads(lines[-1])
+        if r.stderr.strip():  # libnetcdf reports DAP failures there, and may go on
+            out["stderr"] = " / ".join(r.stderr.strip().splitlines()[-2:])[:300]
         return out
 
     # -- workloads ---------------------------------------------------------------------
     def bench_local(self, c: Contender) -> dict[str, Any]:
         path = str(self.data / c.path)
         res: dict[str, Any] = {"errors": []}
-        fmt = c.zarr_format
-        res["full"] = self.read(c.kind, path, "full", self.cfg.runs, self.cfg.full_budget, fmt)
-        res["subset"] = self.read(c.kind, path, "subset", self.cfg.subset_reps, 120, fmt)
+        res["full"] = self.read(c, path, "full", self.cfg.runs, self.cfg.full_budget)
+        res["subset"] = self.read(c, path, "subset", self.cfg.subset_reps, 120)
         say_full(res)
         return res
 
@@ -210,7 +148,7 @@ class Bench:
                 srv = self.start(c, res, f"s{len(res['cold']) + 1}")
                 srv.stop()
                 srv = None
-            if c.server == "outcrop":
+            if c.server == "outcrop" and "zarr" in c.suites:
                 for i in range(self.cfg.runs + 1):  # the first fills the kept folder
                     srv = self.start(c, res, f"w{i}", keep=True)
                     srv.stop()
@@ -225,15 +163,30 @@ class Bench:
         return res
 
     def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
+        """Full reads (+ the server's CPU and peak RSS), for DAP2 the one-GET raw reads, then
+        the small subset."""
+        url = c.client_url(srv.url)
         cpu0 = srv.cpu()
-        fmt = c.zarr_format
-        res["full"] = self.read(c.kind, srv.url, "full", self.cfg.runs, self.cfg.full_budget, fmt)
+        res["full"] = self.read(c, url, "full", self.cfg.runs, self.cfg.full_budget)
         res["full"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, len(res["full"]["times"]))
         res["mem_full"] = srv.memory()
         say_full(res)
         if not srv.alive():
             raise RuntimeError(f"server died during the full read: {srv.tail()}")
-        res["subset"] = self.read(c.kind, srv.url, "subset", self.cfg.subset_reps, 180, fmt)
+        if c.protocol == "dap2":
+            cpu0 = srv.cpu()
+            res["raw"] = self.read(c, url, "raw", self.cfg.runs, self.cfg.full_budget)
+            res["raw"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, len(res["raw"]["times"]))
+            res["mem_raw"] = srv.memory()
+            raw = res["raw"]
+            print(
+                f"    one GET .dods?temp: {[round(t, 2) for t in raw['times']]} s, server VmHWM "
+                f"{res['mem_raw']['hwm_mb']:.0f} MB {raw['errors'] or ''}",
+                flush=True,
+            )
+            if not srv.alive():
+                raise RuntimeError(f"server died during the raw read: {srv.tail()}")
+        res["subset"] = self.read(c, url, "subset", self.cfg.subset_reps, 180)
         times = res["subset"]["times"]
         ms = f"{1e3 * sorted(times)[len(times) // 2]:.1f} ms" if times else "—"
         print(f"    subset open+read: median {ms} {res['subset']['errors'] or ''}", flush=True)
@@ -244,7 +197,7 @@ class Bench:
         n_steps = time_chunks(meta.get("body", b""), self.nt)
         plan = [("chunk", c.chunk, 0), ("meta", c.meta, 0), ("cycle", c.chunk, n_steps)]
         for key, suffix, cycle in plan:
-            out[key] = self.wrk_one(srv, srv.url + suffix, cycle)
+            out[key] = self.wrk_one(srv, srv.url + suffix, cycle, c.protocol)
             entry = out[key]
             rps = report.median([r.get("rps") for r in entry["runs"]])
             errors = sum(r.get("non2xx", 0) + r.get("sock_err", 0) for r in entry["runs"])
@@ -254,12 +207,15 @@ class Bench:
                 raise RuntimeError(f"server died under wrk: {srv.tail()}")
         return out
 
-    def wrk_one(self, srv: Server, url: str, cycle_n: int) -> dict[str, Any]:
+    def wrk_one(self, srv: Server, url: str, cycle_n: int, protocol: str) -> dict[str, Any]:
         pr = load.probe(url.replace("{t}", "0"))
-        pr.pop("body", None)
+        body = pr.pop("body", b"")
         entry: dict[str, Any] = {"probe": pr, "runs": [], "n_distinct": cycle_n or None}
+        if protocol.startswith("dap") and "{t}" in url and pr["status"] == 200:
+            entry["check"] = self.check_step(body, protocol)
         if pr["status"] != 200:
-            entry["skipped"] = f"probe answered {pr['status']}: {pr.get('error', '')[:200]}"
+            answer = f"answered {pr['status']}" if pr["status"] else "failed"
+            entry["skipped"] = f"probe {answer}: {pr.get('error', '')[:200]}"
             return entry
         for _ in range(self.cfg.runs):
             cpu0, t0 = srv.cpu(), time.perf_counter()
@@ -269,6 +225,19 @@ class Bench:
             if not srv.alive():
                 break
         return entry
+
+    def check_step(self, body: bytes, protocol: str) -> str:
+        """Whether a DAP2 or DAP4 response to `temp[0][…][…]` holds time step 0's values."""
+        try:
+            if protocol == "dap4":
+                values = dapbody.dap4_first_array(body, dataset.NY * dataset.NX)
+            else:
+                values = dapbody.dap2_first_array(body)
+        except ValueError as exc:
+            return f"**WRONG VALUES**: {exc}"[:200]
+        if zlib.crc32(values) != self.ref["step_crcs"][0]:
+            return f"**WRONG VALUES** in time step 0 ({values.size} values)"
+        return "time step 0: values ok"
 
     def bench_restart(self) -> dict[str, Any]:
         """Index 1,000 small files once, then time restarts to the first 200 on /api/datasets."""
@@ -393,25 +362,48 @@ class Bench:
     # -- the run -------------------------------------------------------------------------
     def setup(self) -> None:
         self.tools = servers.ensure_tools(self.logs)
-        if any(c.server == "xpublish" for c in self.chosen()):
-            self.xpublish_py = servers.ensure_xpublish_venv(self.work / "venv-xpublish", self.logs)
+        peers = {c.server for c in self.chosen()}
+        if "xpublish" in peers:
+            reqs, args = servers.XPUBLISH_REQS, servers.XPUBLISH_PIP_ARGS
+            venv = self.work / "venv-xpublish"
+            self.peer_py["xpublish"] = servers.ensure_venv(venv, reqs, self.logs, args)
+        if "pydap" in peers:
+            venv = self.work / "venv-pydap"
+            self.peer_py["pydap"] = servers.ensure_venv(venv, servers.PYDAP_REQS, self.logs)
         self.ref = dataset.ensure(self.data, self.nt)
+        if any(c.source == dataset.NC3 or c.path == dataset.NC3 for c in self.chosen()):
+            dataset.ensure_nc3(self.data, self.ref)
+            self.ref["sizes_mb"][dataset.NC3] = round(
+                dataset.size_of(self.data / dataset.NC3) / 1e6, 1
+            )
         warm_page_cache(self.data)
 
     def chosen(self) -> list[Contender]:
         names = set(self.cfg.only.split(",")) if self.cfg.only else None
-        return [c for c in CONTENDERS if names is None or c.name in names]
+        suites = SUITES if self.cfg.suite == "all" else (self.cfg.suite,)
+        return [
+            c
+            for c in CONTENDERS
+            if (names is None or c.name in names) and set(c.suites) & set(suites)
+        ]
+
+    def extras(self) -> list[str]:
+        """The issue-2 extras this run measures."""
+        if self.cfg.suite not in ("all", "zarr"):
+            return []
+        names = self.cfg.only.split(",") if self.cfg.only else list(EXTRAS)
+        big = self.cfg.big
+        return [n for n in EXTRAS if n in names and (big or n != "outcrop-stream")]
 
     def runnable(self, c: Contender) -> str | None:
         """Why `c` cannot run here, or None."""
         if c.server == "nginx" and not self.tools.get("nginx"):
             return "nginx is not installed"
-        if c.server == "xpublish" and self.xpublish_py is None:
-            return "xpublish could not be installed"
+        if c.server in ("xpublish", "pydap") and self.peer_py.get(c.server) is None:
+            return f"{c.server} could not be installed"
         return None
 
     def run(self) -> None:
-        names = set(self.cfg.only.split(",")) if self.cfg.only else None
         for c in self.chosen():
             why = self.runnable(c)
             if why:
@@ -425,10 +417,10 @@ class Bench:
             self.results[c.name] = {**bench(c), "others_busy": others}
             print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
             self.save()
-        if names is None or "outcrop-restart" in names:
+        if "outcrop-restart" in self.extras():
             print("[outcrop-restart] restart over 1,000 indexed files", flush=True)
             self.results["outcrop-restart"] = self.bench_restart()
-        if self.cfg.big and (names is None or "outcrop-stream" in names):
+        if "outcrop-stream" in self.extras():
             print("[outcrop-stream] server RSS while streaming a 5 GB subset", flush=True)
             self.results["outcrop-stream"] = self.bench_stream()
         self.save()
@@ -437,7 +429,7 @@ class Bench:
         return {
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": machine(),
-            "versions": versions(self.xpublish_py, self.tools),
+            "versions": versions(self.peer_py, self.tools),
             "options": {k: str(v) for k, v in vars(self.cfg).items()},
             "wrk": f"-t{load.WRK_THREADS} -c{load.WRK_CONNS} -d{load.WRK_SECONDS}s --latency",
         }
@@ -502,7 +494,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU, {mem:.0f} GiB RAM, Python {sys.version.split()[0]}"
 
 
-def versions(xpublish_py: Path | None, tools: dict[str, str | None]) -> str:
+def versions(peer_py: dict[str, Path | None], tools: dict[str, str | None]) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     names = ["outcrop", "xarray", "zarr", "numpy", "dask", "netCDF4", "h5py", "fsspec"]
@@ -513,11 +505,15 @@ def versions(xpublish_py: Path | None, tools: dict[str, str | None]) -> str:
             found.append(f"{name} {version(name)}")
         except PackageNotFoundError:
             continue
-    if xpublish_py:
-        cmd = [str(xpublish_py), "-m", "pip", "list", "--format=json"]
+    peers = {"xpublish": ("xpublish", "xpublish-zarr", "xpublish-opendap"), "pydap": ("pydap",)}
+    for peer, py in peer_py.items():
+        if py is None:
+            continue
+        cmd = [str(py), "-m", "pip", "list", "--format=json"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        pins = {p["name"].lower(): p["version"] for p in json.loads(r.stdout or "[]")}
-        found += [f"{n} {pins[n]}" for n in ("xpublish", "xpublish-zarr") if n in pins]
+        listed = json.loads(r.stdout or "[]")
+        pins = {p["name"].lower().replace("_", "-"): p["version"] for p in listed}
+        found += [f"{n} {pins[n]}" for n in peers[peer] if n in pins]
     for tool, path in tools.items():
         if path:
             r = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
@@ -534,6 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--full-budget", type=float, default=240, help="seconds for the full reads")
     names = ", ".join([c.name for c in CONTENDERS] + list(EXTRAS))
     ap.add_argument("--only", help=f"comma-separated, among: {names}")
+    ap.add_argument(
+        "--suite",
+        choices=("all", *SUITES),
+        default="all",
+        help="zarr: issue 2's contenders and extras; dap: issue 3's (OPeNDAP); all: both",
+    )
     ap.add_argument("--big", action="store_true", help="also stream a 5 GB subset (RSS)")
     ap.add_argument("--outcrop-args", default="", help="extra `outcrop serve` options")
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)

@@ -25,12 +25,17 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 XPUBLISH_REQS = [
     "xpublish==0.5.2",
     "xpublish-zarr==0.1.0",
+    "xpublish-opendap==0.2.0",
     "xarray==2026.9.0",
     "zarr==3.1.6",
     "netCDF4==1.7.5.1.post1",
     "dask[array]",
     "uvicorn",
 ]
+# xpublish-opendap's dependencies coards and opendap-protocol: built from their sources, as
+# in the reference tool (shared/tools/peers-bench)
+XPUBLISH_PIP_ARGS = ["--no-binary=coards,opendap-protocol"]
+PYDAP_REQS = ["pydap[server,netcdf]==3.5.9"]
 
 XPUBLISH_SERVE = """\
 import sys
@@ -104,27 +109,34 @@ def ensure_tools(logs: Path) -> dict[str, str | None]:
     return found
 
 
-def ensure_xpublish_venv(venv: Path, logs: Path) -> Path | None:
-    """A venv with xpublish + xpublish-zarr, never the project's; reinstalled when pins change."""
+def ensure_venv(
+    venv: Path, reqs: list[str], logs: Path, pip_args: Sequence[str] = ()
+) -> Path | None:
+    """A venv of its own for a peer server (never the project's), reinstalled when its pins
+    change; None (and a message) when pip fails, so the run goes on without that peer."""
     py = venv / "bin" / "python"
     marker = venv / ".bench-reqs"
-    want = json.dumps(XPUBLISH_REQS)
+    want = json.dumps([reqs, list(pip_args)])
     if py.exists() and marker.exists() and marker.read_text() == want:
         return py
-    print(
-        f"[setup] installing xpublish into {venv} (once; log {logs}/pip-xpublish.log)", flush=True
-    )
+    log_path = logs / f"pip-{venv.name}.log"
+    print(f"[setup] installing {venv.name} (once; log {log_path})", flush=True)
     try:
         if not py.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        with (logs / "pip-xpublish.log").open("w") as log:
-            cmd = [str(py), "-m", "pip", "install", "-q", *XPUBLISH_REQS]
+        with log_path.open("w") as log:
+            cmd = [str(py), "-m", "pip", "install", "-q", *pip_args, *reqs]
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=900)
     except (subprocess.SubprocessError, OSError) as exc:
-        print(f"[setup] cannot install xpublish ({exc}): skipping it", flush=True)
+        print(f"[setup] cannot install {venv.name} ({exc}): skipping what needs it", flush=True)
         return None
     marker.write_text(want)
     return py
+
+
+def pydap_argv(py: Path, folder: Path, port: int) -> list[str]:
+    """pydap's own server (its CLI: gunicorn, one sync worker) over every file of `folder`."""
+    return [str(py.parent / "pydap"), "--data", str(folder), "--bind", HOST, "--port", str(port)]
 
 
 class Server:
@@ -164,10 +176,15 @@ class Server:
                     r.read()
                     return time.perf_counter() - self.t0
             except urllib.error.HTTPError as exc:
-                # listening but failing: give it 30 s to come right, not the whole timeout
+                # listening but failing: give it 30 s to come right, not the whole timeout,
+                # asking twice a second so that its log stays readable
                 first_error = first_error or time.perf_counter()
                 if time.perf_counter() - first_error > 30:
-                    raise RuntimeError(f"{self.url + path} keeps answering {exc.code}") from exc
+                    said = exc.read()[:200].decode(errors="replace")
+                    raise RuntimeError(
+                        f"{self.url + path} keeps answering {exc.code}: {said}"
+                    ) from exc
+                time.sleep(0.5)
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.01)
