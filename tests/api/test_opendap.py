@@ -456,3 +456,35 @@ def test_a_read_failing_mid_body_drops_the_connection(tmp_path: Path) -> None:
             assert received < announced
     finally:
         srv.stop()
+
+
+def test_content_negotiation_without_suffix(dap_server: Server) -> None:
+    url = f"{dap_server.url}/opendap/ta_Amon_1950"
+    dmr = httpx.get(url, headers={"Accept": "application/vnd.opendap.dap4.dataset-metadata+xml"})
+    assert dmr.status_code == 200 and "<Dataset" in dmr.text
+    assert dmr.text == httpx.get(f"{url}.dmr").text
+    data = httpx.get(
+        url,
+        params={"dap4.ce": "/lat"},
+        headers={"Accept": "application/vnd.opendap.dap4.data"},
+    )
+    assert data.status_code == 200
+    assert data.content == httpx.get(f"{url}.dap", params={"dap4.ce": "/lat"}).content
+    person = httpx.get(url, headers={"Accept": "text/html"}, follow_redirects=True)
+    assert person.status_code == 200 and str(person.url).endswith("/opendap/ta_Amon_1950.html")
+
+
+def test_zarr_and_netcdf3_sources_read_like_local(server: Server, archive: Path) -> None:
+    """Sources without stored HDF5 chunks go through the driver: a Zarr store is served
+    in the form `to_netcdf` would store it, a NetCDF3 file as it is."""
+    with netCDF4.Dataset(f"{server.url}/opendap/stores/ta_v2") as remote:
+        local = xr.open_zarr(archive / "stores" / "ta_v2.zarr")
+        np.testing.assert_array_equal(
+            np.ma.filled(remote["ta"][:], np.nan), local["ta"].values.astype("f8")
+        )
+        assert remote["ta"].dtype == np.dtype("i2")  # still packed, as the store has it
+        assert remote["ta"].scale_factor == 0.01
+        assert remote["time"].units == "days since 1990-01-01"
+    local3 = xr.open_dataset(archive / "cmip6" / "ta_Amon_noleap.nc")
+    remote3 = xr.open_dataset(f"{server.url}/opendap/cmip6/ta_Amon_noleap", engine="netcdf4")
+    xr.testing.assert_identical(remote3.ta, local3.ta)

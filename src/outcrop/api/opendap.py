@@ -100,9 +100,19 @@ class OpendapApp:
         if method not in ("GET", "HEAD"):
             await respond(send, 405, b"", b"text/plain", extra=[(b"allow", ALLOW)])
             return
-        suffix = _suffix_of(scope["path"])
+        path = scope["path"]
+        if not any(path.endswith(name) for name in SUFFIX_ORDER):
+            bare = self.pipeline.catalog.known_id(path.strip("/"))
+            if bare is not None:  # `/opendap/{id}`: DAP4 by its media types, else the form
+                negotiated = _negotiate(scope)
+                if negotiated is None:
+                    page = bare.rsplit("/", 1)[-1] + ".html"
+                    await respond(send, 303, b"", TEXT, [(b"location", page.encode())])
+                    return
+                path += negotiated
+        suffix = _suffix_of(path)
         try:
-            entry, suffix = self.resolve(scope["path"])
+            entry, suffix = self.resolve(path)
             query = scope.get("query_string", b"").decode("latin-1")
             answer = self.cached(entry, suffix, query)
             if answer is None:
@@ -278,6 +288,17 @@ class OpendapApp:
             body, kind = dap2.error(exc.message, status), TEXT
         headers = [(b"content-description", b"dods_error"), *SERVER]
         await respond(send, status, body, kind, headers)
+
+
+def _negotiate(scope: Scope) -> str | None:
+    """The DAP4 suffix a suffix-less request asks for with its Accept header (DAP4
+    Vol. 1 §Content negotiation), or None (a person, or a DAP2 client: the form)."""
+    accept = b" ".join(v for k, v in scope["headers"] if k == b"accept")
+    if DMR_TYPE in accept:
+        return ".dmr"
+    if DAP_TYPE in accept:
+        return ".dap"
+    return None
 
 
 def _itemsize(ds: xr.Dataset, name: str) -> int:
