@@ -2,7 +2,8 @@
 
 Zarr (issue 2): Outcrop, xpublish + xpublish-zarr, nginx serving static copies (the limit)
 and local reads. OPeNDAP (issue 3): Outcrop's DAP2 and DAP4, xpublish-opendap (the
-reference), pydap's server and local reads of the NetCDF4 file and its NetCDF3 copy.
+reference), pydap's server, local reads of the NetCDF4 file and its NetCDF3 copy, and
+nginx replaying Outcrop's DAP2 answers from files (the limit of libnetcdf's client).
 """
 
 from __future__ import annotations
@@ -124,6 +125,14 @@ CONTENDERS = [
     ),
     Contender(
         "outcrop-dap2-nc3", "Outcrop, DAP2, grid3.nc", "outcrop", "/opendap/grid3", **DAP, **NC3
+    ),
+    Contender(
+        "nginx-dap2-replay",
+        "nginx replaying Outcrop's grid3.nc answers: the client's limit",
+        "nginx",
+        "/opendap/grid3",
+        **DAP,
+        **NC3,
     ),
     Contender(
         "outcrop-dap4-nc4",

@@ -44,6 +44,8 @@ class Suite:
     comparable: frozenset[str]  # workloads whose ratio columns mean something
     extras: dict[str, str]  # workloads that one extra contender measures
     info2: str  # the summary's information row: the full read against `ref2`
+    limit: str = ""  # a contender sending the same bytes as fast as can be: the client's limit
+    limit_info: str = ""  # the summary's information row: the full read against `limit`
 
     def target(self, key: str, name: str) -> Target | None:
         return self.targets.get(f"{key}:{name}", self.targets.get(key))
@@ -108,7 +110,9 @@ DAP = Suite(
     explain="`x xpublish-opendap` = value ÷ xpublish-opendap's value (serving grid.nc); "
     "`x local read` = value ÷ the local read of the same file (`local-nc` or `local-nc3`). "
     "Values are checked everywhere: the CRC32 of what the client decoded against the local "
-    "array, and the time step's XDR decoded with numpy.",
+    "array, and the time step's XDR decoded with numpy. `nginx replaying …` is the client's "
+    "limit: libnetcdf reading, from nginx, the very bytes Outcrop answers for grid3.nc "
+    "(captured in this run); a server whose figure ties it is client-bound.",
     workloads={
         "full": 'full-variable read, `xarray.open_dataset(url, engine="netcdf4").temp.values` '
         "(MB/s)",
@@ -134,6 +138,9 @@ DAP = Suite(
     comparable=frozenset({"full", "raw", "chunk", "cycle", "meta", "subset"}),
     extras={},
     info2="(for information: x the local read of the same file)",
+    limit="nginx-dap2-replay",
+    limit_info="(for information: x the client's limit, libnetcdf reading the same bytes "
+    "from nginx)",
 )
 SUITES = (ZARR, DAP)
 
@@ -400,6 +407,8 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
         if key == "full":
             info = [ref2_cells.get(name, "—") for name in suite.outcrop]
             lines.append(f"| {suite.info2} | full read | {' | '.join(info)} |")
+            if suite.limit:
+                lines.append(limit_row(suite, doc, contenders))
     if suite is DAP:
         cells = [values_cell(doc["results"].get(name), doc["ref"]) for name in suite.outcrop]
         lines.append(
@@ -407,6 +416,21 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
             f"local array | {' | '.join(cells)} |"
         )
     return lines
+
+
+def limit_row(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
+    """Each full read ÷ the limit's, for the columns whose client speaks its protocol: near
+    1 means the client, not the server, sets the speed."""
+    limit = doc["results"].get(suite.limit)
+    protocol = {c["name"]: c["protocol"] for c in contenders}
+    ref = ROWS["full"](limit, doc["ref"]) if limit else None
+    cells = []
+    for name in suite.outcrop:
+        res = doc["results"].get(name)
+        row = ROWS["full"](res, doc["ref"]) if res else None
+        same = protocol.get(name) == protocol.get(suite.limit)
+        cells.append(f"{ratio_text(row, ref)}x" if row and same else "—")
+    return f"| {suite.limit_info} | full read | {' | '.join(cells)} |"
 
 
 def values_cell(res: dict[str, Any] | None, ref: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import dapbody
 import dataset
 import load
+import replay
 import report
 import servers
 from contenders import CONTENDERS, EXTRAS, SUITES, Contender
@@ -52,6 +53,9 @@ class Bench:
         self.tools: dict[str, str | None] = {}
         self.peer_py: dict[str, Path | None] = {}  # "xpublish", "pydap": their venv's python
         self.ref: dict[str, Any] = {}
+        self.replay_dir = self.work / "replay"
+        self.replay_headers: dict[str, dict[str, str]] = {}  # by document: dds, das, dods
+        self.replay_error: str | None = None
         self.results: dict[str, dict[str, Any]] = {}
 
     # -- servers -----------------------------------------------------------------------
@@ -63,7 +67,8 @@ class Bench:
         log_path = self.logs / f"{c.name}-{tag}.log"
         env: dict[str, str] = {}
         if c.server == "nginx":
-            argv = servers.nginx_argv(self.tools["nginx"] or "nginx", port, self.data, self.run_dir)
+            site = self.nginx_site(c, port)
+            argv = servers.nginx_argv(self.tools["nginx"] or "nginx", port, self.run_dir, site)
         elif c.server == "xpublish":
             script = self.run_dir / "xpublish_serve.py"
             script.write_text(servers.XPUBLISH_SERVE)
@@ -80,6 +85,13 @@ class Bench:
             argv = self.outcrop_argv(data or (self.data / c.source).parent, port, state)
             env = {"OUTCROP_MAX_RESPONSE_MB": "16384"}
         return Server(argv, base + c.path, log_path, env)
+
+    def nginx_site(self, c: Contender, port: int) -> str:
+        """nginx's server block: the static data folder, or the replayed DAP2 answers."""
+        if c.name == replay.NAME:
+            args = (self.replay_dir, self.logs, self.ref["subset"], self.replay_headers)
+            return replay.site(HOST, port, *args)
+        return servers.static_site(port, self.data)
 
     def outcrop_argv(self, folder: Path, port: int, state: Path) -> list[str]:
         argv = [sys.executable, "-m", "outcrop", "serve", str(folder)]
@@ -160,6 +172,8 @@ class Bench:
         finally:
             if srv is not None:
                 srv.stop()
+        if c.name == replay.NAME:
+            res["errors"] += replay.misses(self.logs)
         return res
 
     def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
@@ -377,6 +391,27 @@ class Bench:
                 dataset.size_of(self.data / dataset.NC3) / 1e6, 1
             )
         warm_page_cache(self.data)
+        if any(c.name == replay.NAME for c in self.chosen()) and self.tools.get("nginx"):
+            self.capture_replay()
+
+    def capture_replay(self) -> None:
+        """Outcrop's answers for grid3.nc saved as files, once per run so they are what this
+        Outcrop sends, from a server of its own stopped right after; when that fails,
+        nginx-dap2-replay is skipped with the reason."""
+        source = next(c for c in CONTENDERS if c.name == replay.SOURCE)
+        print(f"[setup] capturing {source.name}'s answers for {replay.NAME}", flush=True)
+        shutil.rmtree(self.replay_dir, ignore_errors=True)
+        srv = self.server_for(source, "capture")
+        try:
+            srv.start(self.run_dir)
+            srv.wait_ready(source.meta)
+            args = (self.replay_dir, self.ref["subset"], self.nt)
+            self.replay_headers = replay.capture(srv.url, *args)
+        except Exception as exc:
+            self.replay_error = f"capturing Outcrop's answers failed: {type(exc).__name__}: {exc}"
+            print(f"[setup] {self.replay_error}", flush=True)
+        finally:
+            srv.stop()
 
     def chosen(self) -> list[Contender]:
         names = set(self.cfg.only.split(",")) if self.cfg.only else None
@@ -399,6 +434,8 @@ class Bench:
         """Why `c` cannot run here, or None."""
         if c.server == "nginx" and not self.tools.get("nginx"):
             return "nginx is not installed"
+        if c.name == replay.NAME and self.replay_error:
+            return self.replay_error
         if c.server in ("xpublish", "pydap") and self.peer_py.get(c.server) is None:
             return f"{c.server} could not be installed"
         return None

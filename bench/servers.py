@@ -68,12 +68,14 @@ http {{
     fastcgi_temp_path {run}/nginx-tmp/fastcgi;
     uwsgi_temp_path {run}/nginx-tmp/uwsgi;
     scgi_temp_path {run}/nginx-tmp/scgi;
+{site}}}
+"""
+STATIC_SITE = """\
     server {{
         listen {host}:{port};
-        root {data};
+        root {root};
         location / {{ }}
     }}
-}}
 """
 
 
@@ -277,9 +279,16 @@ def stop_all() -> None:
         stop_group(proc, grace=5.0)
 
 
-def nginx_argv(nginx: str, port: int, data: Path, run: Path) -> list[str]:
+def nginx_argv(nginx: str, port: int, run: Path, site: str) -> list[str]:
+    """nginx, one worker, serving `site` (its server block: `static_site`, or the DAP2
+    replay's) with the settings every nginx contender shares."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
     conf = run / f"nginx-{port}.conf"
-    conf.write_text(NGINX_CONF.format(run=run, port=port, host=HOST, data=data))
+    conf.write_text(NGINX_CONF.format(run=run, port=port, site=site))
     return [nginx, "-p", str(run), "-e", str(run / f"nginx-{port}.err"), "-c", str(conf)]
+
+
+def static_site(port: int, root: Path) -> str:
+    """A server block sending the files under `root` at their paths."""
+    return STATIC_SITE.format(host=HOST, port=port, root=root)
