@@ -1,14 +1,14 @@
 """OPeNDAP at `/opendap/{id}.{suffix}`: DAP2 (`.dds .das .dods .ascii .ver`) and DAP4
 (`.dmr .dmr.xml .dap`), as a bare ASGI app; the `.html` form is a page of `web/`.
 
-The format modules are imported on first use, so starting the server does not pay for
-them. Everything that can fail is checked before the status line: the dataset, the suffix, the
-constraint, the response's size. Small responses (a time step, every metadata document)
-are made once per dataset version and constraint and then served from the memory LRU, so
-a busy client costs a dict lookup. Large ones stream in slabs from a thread; if a read
-fails after the first byte, the connection is dropped, so the client sees a short body (a
-Content-Length it did not get, or a chunked body without its last chunk), never values
-that are silently wrong.
+Everything that can fail is checked before the status line: the dataset, the suffix,
+the constraint, the response's size. Small responses (a time step, every metadata
+document) are made once per dataset version and constraint and then served from the
+memory LRU, so a busy client costs a dict lookup. Large ones stream in slabs from a
+thread; if a read fails after the first byte, the connection is dropped, so the client
+sees a short body (a Content-Length it did not get, or a chunked body without its last
+chunk), never values that are silently wrong. The format modules are imported on first
+use, so starting the server does not pay for them.
 """
 
 from __future__ import annotations
