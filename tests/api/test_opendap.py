@@ -488,3 +488,15 @@ def test_zarr_and_netcdf3_sources_read_like_local(server: Server, archive: Path)
     local3 = xr.open_dataset(archive / "cmip6" / "ta_Amon_noleap.nc")
     remote3 = xr.open_dataset(f"{server.url}/opendap/cmip6/ta_Amon_noleap", engine="netcdf4")
     xr.testing.assert_identical(remote3.ta, local3.ta)
+
+
+@pytest.mark.parametrize("path", ["/opendap/ta_Amon_1950.dds", "/zarr/ta_Amon_1950/.zmetadata"])
+def test_cors_preflight_and_other_methods(dap_server: Server, path: str) -> None:
+    preflight = httpx.options(
+        f"{dap_server.url}{path}",
+        headers={"Origin": "https://example.org", "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 204
+    assert "GET" in preflight.headers["access-control-allow-methods"]
+    post = httpx.post(f"{dap_server.url}{path}", content=b"x")
+    assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD, OPTIONS"

@@ -25,7 +25,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 
 from outcrop.api.errors import status_of
-from outcrop.api.zarr import Receive, Scope, Send, cors_preflight, respond
+from outcrop.api.zarr import Receive, Scope, Send, answered_method, respond
 from outcrop.catalog import Entry
 from outcrop.errors import DatasetNotFound, OutcropError, SourceError, TooLarge
 from outcrop.formats.dap import Constraint, whole
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     import xarray as xr
 
 log = logger(__name__)
-ALLOW = b"GET, HEAD, OPTIONS"
 TEXT = b"text/plain; charset=utf-8"
 DMR_TYPE = b"application/vnd.opendap.dap4.dataset-metadata+xml"
 DAP_TYPE = b"application/vnd.opendap.dap4.data"
@@ -94,11 +93,7 @@ class OpendapApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if method == "OPTIONS":
-            await respond(send, 204, b"", b"text/plain", extra=cors_preflight())
-            return
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, b"", b"text/plain", extra=[(b"allow", ALLOW)])
+        if await answered_method(method, send):
             return
         path = scope["path"]
         if not any(path.endswith(name) for name in SUFFIX_ORDER):

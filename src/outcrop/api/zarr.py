@@ -41,11 +41,7 @@ class ZarrApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if method == "OPTIONS":
-            await respond(send, 204, b"", b"text/plain", extra=cors_preflight())
-            return
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, b"", b"text/plain", extra=[(b"allow", ALLOW)])
+        if await answered_method(method, send):
             return
         try:
             status, body, kind, headers = await self.answer(scope)
@@ -111,6 +107,18 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+async def answered_method(method: str, send: Send) -> bool:
+    """Answer a CORS preflight, or refuse a method other than GET and HEAD; True when
+    the request is answered so."""
+    if method == "OPTIONS":
+        await respond(send, 204, b"", b"text/plain", extra=cors_preflight())
+        return True
+    if method not in ("GET", "HEAD"):
+        await respond(send, 405, b"", b"text/plain", extra=[(b"allow", ALLOW)])
+        return True
+    return False
 
 
 def cors_preflight() -> list[tuple[bytes, bytes]]:
