@@ -500,3 +500,30 @@ def test_cors_preflight_and_other_methods(dap_server: Server, path: str) -> None
     assert "GET" in preflight.headers["access-control-allow-methods"]
     post = httpx.post(f"{dap_server.url}{path}", content=b"x")
     assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_size_limit_counts_what_is_sent(tmp_path: Path) -> None:
+    """A char array's strings count whole (its projection has no string-length
+    dimension); a Grid member counts alone, not as its Grid."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    with netCDF4.Dataset(folder / "chars.nc", "w") as nc:
+        nc.createDimension("n", 1000)
+        nc.createDimension("strlen", 800)
+        nc.createDimension("x", 1000)
+        for dim in ("n", "x"):
+            nc.createVariable(dim, "f8", (dim,))[:] = np.arange(1000.0)
+        nc.createVariable("names", "S1", ("n", "strlen"))[:] = b"a"  # 0.76 MB of chars
+        nc.createVariable("field", "f8", ("n", "x"))[:] = 1.0  # 7.6 MB, a Grid
+    srv = start_server([str(folder)], tmp_path / "state", env={"OUTCROP_MAX_RESPONSE_MB": "1"})
+    try:
+        r = httpx.get(f"{srv.url}/opendap/chars.dods?names")
+        assert r.status_code == 200  # 0.76 MB
+        r = httpx.get(f"{srv.url}/opendap/chars.dods?names,x,field.x")
+        assert r.status_code == 200, r.text  # field.x is x: 8 kB, not the 7.6 MB field
+        r = httpx.get(f"{srv.url}/opendap/chars.dods?field[0:1:49][0:1:999]")
+        assert r.status_code == 200, r.text  # 0.38 MB
+        r = httpx.get(f"{srv.url}/opendap/chars.dods?names,field[0:1:49][0:1:999]")
+        assert r.status_code == 413, r.text  # 0.76 MB of strings + 0.38 MB
+    finally:
+        srv.stop()

@@ -28,7 +28,7 @@ from outcrop.api.errors import status_of
 from outcrop.api.zarr import Receive, Scope, Send, answered_method, respond
 from outcrop.catalog import Entry
 from outcrop.errors import DatasetNotFound, OutcropError, SourceError, TooLarge
-from outcrop.formats.dap import Constraint, whole
+from outcrop.formats.dap import Constraint, Projection, whole
 from outcrop.log import logger
 from outcrop.pipeline import Pipeline
 
@@ -224,7 +224,7 @@ class OpendapApp:
         """The request's size in bytes of values; more than `max_response_mb` is refused
         before any data."""
         projections = constraint or tuple(whole(ds, str(n)) for n in ds.variables)
-        size = sum(math.prod(p.shape) * _itemsize(ds, p.name) for p in projections)
+        size = sum(math.prod(p.shape) * _value_size(ds, p) for p in projections)
         limit = self.pipeline.settings.max_response_mb * 2**20
         if size > limit:
             raise TooLarge(
@@ -296,8 +296,11 @@ def _negotiate(scope: Scope) -> str | None:
     return None
 
 
-def _itemsize(ds: xr.Dataset, name: str) -> int:
-    return int(ds.variables[name].dtype.itemsize)
+def _value_size(ds: xr.Dataset, projection: Projection) -> int:
+    """Bytes per selected position: a DAP2 char array's projection leaves out its
+    string-length dimension, whose whole length goes with every string."""
+    var = ds.variables[projection.member or projection.name]  # a Grid member: its own
+    return int(var.dtype.itemsize) * math.prod(var.shape[len(projection.slabs) :])
 
 
 def _close(blocks: Iterator[bytes] | None) -> None:
