@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := $(CURDIR)/.demo/data
 CODE := $(wildcard src tests bench examples)
 
-.PHONY: demo test check bench install format clean
+.PHONY: demo test check bench install format clean readers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+readers: examples/readers/wave  # the compiled example reader (examples/readers/wave.c)
+
+examples/readers/wave: examples/readers/wave.c
+	cc -O2 -o $@ $< -lm
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

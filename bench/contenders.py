@@ -19,7 +19,7 @@ V3_META, V3_CHUNK = "/zarr.json", "/temp/c/{t}/0/0"
 STEP = f"temp%5B{{t}}%5D%5B0:{dataset.NY - 1}%5D%5B0:{dataset.NX - 1}%5D"
 DAP2_STEP = ".dods?" + STEP
 DAP4_STEP = ".dap?dap4.ce=/" + STEP
-SUITES = ("zarr", "dap")
+SUITES = ("zarr", "dap", "series")  # series (issue 4): no contenders, see series.py
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ DAP: dict[str, Any] = {
 NC4 = {"ref2": "local-nc"}
 NC3 = {"ref2": "local-nc3", "source": dataset.NC3}
 CONTENDERS = [
-    Contender("local-nc", "local NetCDF4 file", None, "nc/grid.nc", suites=SUITES),
+    Contender("local-nc", "local NetCDF4 file", None, "nc/grid.nc", suites=("zarr", "dap")),
     Contender("local-zarr2", "local Zarr v2 copy", None, "zarr2/grid.zarr", ref="nginx-zarr2"),
     Contender("local-zarr3", "local Zarr v3 copy", None, "zarr3/grid.zarr", ref="nginx-zarr3"),
     Contender("nginx-zarr2", "nginx, static Zarr v2", "nginx", "/zarr2/grid.zarr", **N2),

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import series
+
 WRONG = "**WRONG VALUES**"
 
 
@@ -513,19 +515,25 @@ def render(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
     lines = [
         f"# Outcrop benchmark — {meta['date']}",
         "",
-        f"Machine: {meta['machine']}. Data: `temp({shape})` float32, "
-        f"{ref.get('full_bytes', 0) / 1e6:.0f} MB decoded, chunks of one time step; "
-        f"on disk MB {ref.get('sizes_mb')}. wrk {meta['wrk']}. Runs: {meta['options']['runs']}.",
+        f"Machine: {meta['machine']}. "
+        + (
+            f"Data: `temp({shape})` float32, {ref.get('full_bytes', 0) / 1e6:.0f} MB decoded, "
+            f"chunks of one time step; on disk MB {ref.get('sizes_mb')}. wrk {meta['wrk']}. "
+            if ref
+            else ""
+        )
+        + f"Runs: {meta['options']['runs']}.",
         f"Versions: {meta['versions']}.",
         "",
         "Medians. `x target` = value ÷ the target's bound (≥ targets pass at ≥ 1, < targets "
         "below 1); for throughputs higher is better, for times lower is better.",
         "",
         *[line for suite in SUITES for line in suite_section(suite, doc, contenders)],
-        "## Server details",
-        "",
-        *details_table(doc, contenders),
+        *series.section(doc),
     ]
+    details = details_table(doc, contenders)
+    if len(details) > 2:  # a row besides the header: a grid suite ran
+        lines += ["## Server details", "", *details]
     busy = [r.get("others_busy", 0) for r in doc["results"].values()]
     if max(busy, default=0) > 0.25:
         lines += [

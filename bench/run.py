@@ -4,9 +4,10 @@ Generates the data once (cached under the work folder), then measures, on the sa
 for Zarr (issue 2), Outcrop serving the NetCDF4 file over Zarr v2 and v3, xpublish +
 xpublish-zarr, nginx serving static Zarr copies (the limit) and local reads; for OPeNDAP
 (issue 3), Outcrop serving the NetCDF4 file and an uncompressed NetCDF3 copy over DAP2 (and
-DAP4), xpublish-opendap, pydap's server and local reads of both files. Prints a Markdown
-table of medians per suite with ratios against the reference peer and the targets. See
-README.md.
+DAP4), xpublish-opendap, pydap's server and local reads of both files; for time series
+(issue 4, `series.py`), a year of one-second data from a reader program over HAPI. Prints a
+Markdown table of medians per suite with ratios against the reference peer and the targets.
+See README.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dataset
 import load
 import replay
 import report
+import series
 import servers
 from contenders import CONTENDERS, EXTRAS, SUITES, Contender
 from servers import HOST, Server
@@ -384,6 +386,8 @@ class Bench:
         if "pydap" in peers:
             venv = self.work / "venv-pydap"
             self.peer_py["pydap"] = servers.ensure_venv(venv, servers.PYDAP_REQS, self.logs)
+        if not self.chosen() and not self.extras():
+            return  # the series suite alone: no grid data
         self.ref = dataset.ensure(self.data, self.nt)
         if any(c.source == dataset.NC3 or c.path == dataset.NC3 for c in self.chosen()):
             dataset.ensure_nc3(self.data, self.ref)
@@ -460,6 +464,12 @@ class Bench:
         if "outcrop-stream" in self.extras():
             print("[outcrop-stream] server RSS while streaming a 5 GB subset", flush=True)
             self.results["outcrop-stream"] = self.bench_stream()
+        if self.cfg.suite in ("all", "series") and series.NAME in (
+            self.cfg.only or series.NAME
+        ).split(","):
+            others = self.wait_quiet()
+            print(f"[{series.NAME}] a year of 1 s data over HAPI (busy: {others:.2f})", flush=True)
+            self.results[series.NAME] = {**series.run(self), "others_busy": others}
         self.save()
 
     def meta(self) -> dict[str, Any]:
@@ -565,13 +575,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 run of each, 5 subset reads")
     ap.add_argument("--subset-reps", type=int, default=20)
     ap.add_argument("--full-budget", type=float, default=240, help="seconds for the full reads")
-    names = ", ".join([c.name for c in CONTENDERS] + list(EXTRAS))
+    names = ", ".join([c.name for c in CONTENDERS] + [*EXTRAS, series.NAME])
     ap.add_argument("--only", help=f"comma-separated, among: {names}")
     ap.add_argument(
         "--suite",
         choices=("all", *SUITES),
         default="all",
-        help="zarr: issue 2's contenders and extras; dap: issue 3's (OPeNDAP); all: both",
+        help="zarr: issue 2's contenders and extras; dap: issue 3's (OPeNDAP); series: issue "
+        "4's time series over HAPI; all: every suite",
     )
     ap.add_argument("--big", action="store_true", help="also stream a 5 GB subset (RSS)")
     ap.add_argument("--outcrop-args", default="", help="extra `outcrop serve` options")
@@ -582,7 +593,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cfg = ap.parse_args(argv)
     if cfg.quick:
         cfg.runs, cfg.subset_reps = 1, 5
-    known = {c.name for c in CONTENDERS} | set(EXTRAS)
+    known = {c.name for c in CONTENDERS} | {*EXTRAS, series.NAME}
     unknown = set(cfg.only.split(",")) - known if cfg.only else set()
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")

@@ -13,6 +13,7 @@ import xarray as xr
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent / "tests" / "data"
+READERS = HERE / "readers"
 
 
 def temperature(times: object, calendar: str, seed: int = 0) -> xr.Dataset:
@@ -117,6 +118,10 @@ def main(dest: str) -> None:
         shutil.copytree(REAL, real, ignore=shutil.ignore_patterns("*.md"))
     if not (root / "cmip6").exists():
         write_awkward_archive(root)
+    readers = root / "readers"  # a reader-program time series: dataset `readers/wave`
+    readers.mkdir(exist_ok=True)
+    for name in ("wave.py", "wave.reader.toml"):
+        shutil.copy2(READERS / name, readers / name)
     url = "http://127.0.0.1:8765"
     print(
         f"demo archive in {root}\n"
@@ -125,6 +130,11 @@ def main(dest: str) -> None:
         f"  one dataset:        {url}/api/datasets/cmip6/ta_Amon_1950\n"
         f"  a subset as CSV:    {url}/api/datasets/cmip6/ta_Amon_1950/data"
         "?var=ta&lat=40/50&lon=0/10&time=1950-03-01&format=csv\n"
+        f"  time series (HAPI): {url}/hapi/catalog\n"
+        f"  a day, 2000 bins:   {url}/hapi/data?dataset=readers/wave"
+        "&start=2020-01-01&stop=2020-01-02&x_resolution=43.2\n"
+        f"  das2 stream:        {url}/das2/server?server=dataset&dataset=readers/wave"
+        "&start_time=2020-01-01&end_time=2020-01-01T01:00&ascii=1\n"
         f"  OpenAPI:            {url}/docs\n"
         f'  Python:  outcrop.open_dataset("{url}/zarr/cmip6/ta_Amon_1950")\n'
         "Starting the server (Ctrl-C stops it)...",

@@ -225,7 +225,7 @@ def test_env_lists_are_json(monkeypatch: pytest.MonkeyPatch) -> None:
         ("port = 70000\n", "port: Input should be less than or equal to 65535"),
         ('log_level = "loud"\n', "log_level: Input should be 'debug'"),
         ("port = [\n", "not valid TOML"),
-        ('[[datasets]]\nid = "a"\n', "datasets.0.source: Field required"),
+        ('[[datasets]]\nid = "a"\n', "datasets.0: Value error, dataset 'a' needs a `source`"),
         ('[[datasets]]\nid = "a/../b"\nsource = "x.nc"\n', "must be `/`-separated names"),
         ('[[datasets]]\nid = "a"\nsource = "x.nc"\naggregat = "time"\n', "aggregat"),
         (

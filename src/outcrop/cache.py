@@ -1,11 +1,14 @@
-"""A memory LRU of bytes bounded by their total size. Keys carry the dataset version, so a
-changed dataset is never answered from the cache."""
+"""Caches of bytes: a memory LRU bounded by total size, and a disk store shared by
+processes. Keys carry the dataset version, so a changed dataset is never answered from a
+cache."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from pathlib import Path
 
 
 class ByteLRU:
@@ -39,3 +42,74 @@ class ByteLRU:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class DiskStore:
+    """Bytes on disk, at most about `size_bytes` in all, least recently used evicted first;
+    shared safely by every process that opens the same directory (diskcache over SQLite in
+    WAL mode, one connection per thread and process).
+
+    Writes are atomic: a value below 32 KB is written inside the SQLite transaction that
+    records it; a larger one is first written to a new file of its own, and only then the
+    transaction commits the row naming it (replacing a key removes its old file after the
+    commit). A reader therefore sees the old value or the new one, never part of one, and a
+    process dying mid-write leaves at most an orphan file, never a half value.
+
+    `statistics=True` counts hits and misses (diskcache then writes on every lookup; the
+    setting is shared by every process using the directory). A lookup always records the
+    access time, which least-recently-used eviction needs.
+    """
+
+    def __init__(self, directory: Path, size_bytes: int, *, statistics: bool = False) -> None:
+        import diskcache
+
+        self.directory = directory
+        self._cache = diskcache.Cache(
+            str(directory),
+            size_limit=size_bytes,
+            eviction_policy="least-recently-used",
+            statistics=statistics,
+        )
+
+    def get(self, key: str) -> bytes | None:
+        value = self._cache.get(key, retry=True)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes) -> None:
+        self._cache.set(key, bytes(value), retry=True)
+
+    def clear(self, prefix: str | None = None) -> int:
+        """Remove every entry, or those whose key starts with `prefix` (e.g. one dataset's
+        `"{id}@"`); return how many were removed."""
+        if prefix is None:
+            return int(self._cache.clear(retry=True))
+        # Keys come in SQLite's binary order, which is code-point order for text: the
+        # matches are one run, found by scanning from the first key.
+        keys = itertools.takewhile(
+            lambda k: not isinstance(k, str) or k < prefix or k.startswith(prefix),
+            self._cache.iterkeys(),
+        )
+        matching = [k for k in keys if isinstance(k, str) and k.startswith(prefix)]
+        return sum(bool(self._cache.delete(k, retry=True)) for k in matching)
+
+    def stats(self) -> dict[str, int | None]:
+        """Entries, bytes used (SQLite pages and value files), the size limit, and hits and
+        misses since counting was enabled (None when it is not)."""
+        counting = bool(self._cache.statistics)
+        hits, misses = self._cache.stats(enable=counting) if counting else (None, None)
+        return {
+            "entries": len(self._cache),
+            "bytes": int(self._cache.volume()),
+            "size_limit": int(self._cache.size_limit),
+            "hits": hits,
+            "misses": misses,
+        }
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

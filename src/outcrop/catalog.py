@@ -53,6 +53,7 @@ class Entry:
     source: Source
     attrs: dict[str, Any] = field(default_factory=dict, hash=False)
     hide_attrs: tuple[str, ...] = ()
+    series: bool = False  # a time series (HAPI, das2, reduction)
 
     def summary(self) -> DatasetSummary:
         return DatasetSummary(self.id, self.title, self.description, self.driver, self.version)
@@ -152,33 +153,38 @@ class Catalog:
 
     def _declared(self, decl: DatasetConfig, old: DatasetRow | None) -> Wanted:
         """The row of a declared dataset; its files are opened only when they changed."""
-        try:
-            files = expand(decl.source, [driver(decl.driver)])
-        except ConfigError as exc:
-            files, problem = [], exc.message
-        else:
-            problem = "" if files else f"source {decl.source!r} matches no file"
         src: dict[str, Any] = {
-            "paths": [str(f.target) for f in files],
             "group": decl.group,
             "aggregate": decl.aggregate,
             "attrs": decl.attrs,
             "hide_attrs": decl.hide_attrs,
         }
-        version = _version(files, {**src, "driver": decl.driver})
+        if decl.reader is not None:  # a reader program described inline: no file to find
+            files, problem = [], ""
+            src["options"] = {"reader": decl.reader, "base": decl.source, "name": decl.id}
+        else:
+            try:
+                files = expand(decl.source, [driver(decl.driver)])
+            except ConfigError as exc:
+                files, problem = [], exc.message
+            else:
+                problem = "" if files else f"source {decl.source!r} matches no file"
+        src["paths"] = [str(f.target) for f in files]
+        version = _version(files, {**src, "driver": decl.driver}, driver_version(decl.driver, src))
         if old is not None and old.root == DECLARED and old.version == version:
             found_title, error = str(old.source.get("found_title", "")), old.error
+            series = bool(old.source.get("series"))
         elif problem:
-            found_title, error = "", problem
+            found_title, error, series = "", problem, False
         else:
-            found_title, error = _check(decl, _source(src))
+            found_title, error, series = _check(decl, _source(src))
         return Wanted(
             id=decl.id,
             title=decl.title or found_title,
             description=decl.description,
             driver=decl.driver,
             root=DECLARED,
-            source={**src, "found_title": found_title},
+            source={**src, "found_title": found_title, "series": series},
             version=version,
             error=error,
         )
@@ -337,10 +343,10 @@ def expand(source: str, candidates: list[Driver]) -> list[Found]:
 def _probe(session: Session, root: str, item: Found, row: FileRow | None) -> FileRow:
     row = row or FileRow(root=root, path=str(item.path))
     row.size, row.mtime_ns = item.size, item.mtime_ns
-    row.groups, row.title, row.error = [], "", ""
+    row.groups, row.series, row.title, row.error = [], [], "", ""
     try:
         probe = item.driver.probe(item.target)
-        row.title, row.groups = probe.title, list(probe.groups)
+        row.title, row.groups, row.series = probe.title, list(probe.groups), list(probe.series)
     except OutcropError as exc:
         row.error = exc.message
     session.add(row)
@@ -349,10 +355,12 @@ def _probe(session: Session, root: str, item: Found, row: FileRow | None) -> Fil
 
 def _file_datasets(root: str, base: Path, item: Found, row: FileRow) -> list[Wanted]:
     """One dataset per group of a scanned file that holds variables: `id` and `id/group`."""
-    file_id = dataset_id(base, item.path)
+    file_id = dataset_id(base, item.path, getattr(item.driver, "suffix", None))
     rows = []
     for group in row.groups:
-        src = {"paths": [str(item.target)], "group": group or None}
+        src: dict[str, Any] = {"paths": [str(item.target)], "group": group or None}
+        if group in (row.series or []):
+            src["series"] = True
         rows.append(
             Wanted(
                 id=f"{file_id}/{group}" if group else file_id,
@@ -361,31 +369,51 @@ def _file_datasets(root: str, base: Path, item: Found, row: FileRow) -> list[Wan
                 driver=item.driver.name,
                 root=root,
                 source=src,
-                version=_version([item], src),
+                version=_version([item], src, driver_version(item.driver.name, src)),
                 error="",
             )
         )
     return rows
 
 
-def dataset_id(base: Path, path: Path) -> str:
-    """The path relative to the served folder, `/`-separated, without its extension."""
+def dataset_id(base: Path, path: Path, suffix: str | None = None) -> str:
+    """The path relative to the served folder, `/`-separated, without its extension (or
+    without the driver's `suffix`, e.g. `.reader.toml`)."""
     rel = path.relative_to(base)
+    if suffix and rel.name.endswith(suffix) and len(rel.name) > len(suffix):
+        return rel.with_name(rel.name[: -len(suffix)]).as_posix()
     if not path.is_dir() or path.suffix.lower() == ".zarr":
         rel = rel.with_suffix("")
     return rel.as_posix()
 
 
-def _check(decl: DatasetConfig, source: Source) -> tuple[str, str]:
-    """(title attribute, error) of a declared dataset, by opening it once."""
+def _check(decl: DatasetConfig, source: Source) -> tuple[str, str, bool]:
+    """(title, error, whether a time series) of a declared dataset, by opening it once."""
+    from outcrop.drivers.timeseries import grid_series
+
+    drv = driver(decl.driver)
+    series_of = getattr(drv, "series", None)
     try:
-        ds = driver(decl.driver).open(source)
+        if series_of is not None and decl.driver != "grid":
+            series = series_of(source)
+            return (series.info().title if series else ""), "", series is not None
+        ds = drv.open(source)
     except OutcropError as exc:
-        return "", exc.message
+        return "", exc.message, False
     try:
-        return str(ds.attrs.get("title", "")), ""
+        return str(ds.attrs.get("title", "")), "", grid_series(ds) is not None
     finally:
         ds.close()
+
+
+def driver_version(name: str, src: dict[str, Any]) -> str:
+    """What a driver adds to a dataset's version beyond its files (e.g. a reader
+    program's own file), so caches keyed by version notice the change."""
+    try:
+        version_of = getattr(driver(name), "version", None)
+        return str(version_of(_source(src))) if callable(version_of) else ""
+    except OutcropError:
+        return ""  # the dataset's error says why
 
 
 def _sync(session: Session, known: dict[str, DatasetRow], wanted: dict[str, Wanted]) -> None:
@@ -403,9 +431,9 @@ def _sync(session: Session, known: dict[str, DatasetRow], wanted: dict[str, Want
         session.delete(gone)
 
 
-def _version(files: list[Found], source: dict[str, Any]) -> str:
+def _version(files: list[Found], source: dict[str, Any], extra: str = "") -> str:
     text = json.dumps(
-        [[str(f.target), f.size, f.mtime_ns] for f in files] + [source],
+        [[str(f.target), f.size, f.mtime_ns] for f in files] + [source, extra],
         sort_keys=True,
         default=str,
     )
@@ -417,6 +445,7 @@ def _source(src: dict[str, Any]) -> Source:
         paths=tuple(Path(p) for p in src["paths"]),
         group=src.get("group"),
         aggregate=src.get("aggregate"),
+        options=dict(src.get("options") or {}),
     )
 
 
@@ -431,6 +460,7 @@ def _entry(row: DatasetRow) -> Entry:
         source=_source(src),
         attrs=dict(src.get("attrs") or {}),
         hide_attrs=tuple(src.get("hide_attrs") or ()),
+        series=bool(src.get("series")),
     )
 
 

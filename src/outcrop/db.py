@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0002"  # the newest revision in migrations/versions; a test checks they agree
+HEAD = "0003"  # the newest revision in migrations/versions; a test checks they agree
 
 
 class Base(DeclarativeBase):
@@ -46,6 +46,7 @@ class FileRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    series: Mapped[list[Any]] = mapped_column(JSON, default=list)  # groups that are series
     title: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
 

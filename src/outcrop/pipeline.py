@@ -22,7 +22,8 @@ from outcrop.catalog import Catalog, Entry
 from outcrop.drivers.grid import stored_chunks
 from outcrop.errors import SourceError, TooLarge
 from outcrop.formats.zarr import ArrayPlan, ZarrFormat, ZarrView, build_view, encode_chunk
-from outcrop.model import CF_ENCODING_KEYS, Query, StoredChunks
+from outcrop.model import CF_ENCODING_KEYS, Query, SeriesInfo, SeriesRequest, StoredChunks
+from outcrop.series import SeriesAnswer, SeriesService
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Pipeline:
         self._build_lock = threading.Lock()
         self._stored: OrderedDict[tuple[str, str, str], StoredChunks | None] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
+        self.series = SeriesService(settings, catalog)
         remove_stale_subsets(settings)
 
     def entry(self, ds_id: str) -> Entry:
@@ -91,6 +93,19 @@ class Pipeline:
             "driver": entry.driver,
         }
         return {**doc, **describe(self.catalog.open(ds_id))}
+
+    # -- time series (blocking) ------------------------------------------------------
+    def series_ids(self) -> list[str]:
+        """Ids of every time-series dataset, sorted."""
+        return self.series.ids()
+
+    def series_info(self, ds_id: str) -> SeriesInfo:
+        """What a time series holds; BadQuery(parameter="dataset") if it is not one."""
+        return self.series.info(ds_id)
+
+    def series_answer(self, ds_id: str, request: SeriesRequest) -> SeriesAnswer:
+        """Samples or reduced bins; errors before the first block raise here."""
+        return self.series.answer(ds_id, request)
 
     # -- Zarr ----------------------------------------------------------------------
     def cached_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
@@ -248,6 +263,7 @@ class Pipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.series.close()
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)

@@ -39,8 +39,10 @@ class DatasetConfig(BaseModel):
 
     id: str = Field(description="Dataset id, `/`-separated, e.g. `cmip6/ta_Amon`.")
     source: str = Field(
+        "",
         description="A file, a glob (`*`, `?`, `[…]`, `**`) or a folder; relative paths are "
-        "relative to the config file."
+        "relative to the config file. With `reader`, the folder the reader's relative paths "
+        "start from (default: the config file's folder).",
     )
     title: str = Field("", description="Human title; defaults to the file's `title` attribute.")
     description: str = Field("", description="Free text shown in the catalog and searched.")
@@ -58,6 +60,20 @@ class DatasetConfig(BaseModel):
     hide_attrs: list[str] = Field(
         default_factory=list, description="Names of global or variable attributes to hide."
     )
+    reader: dict[str, Any] | None = Field(
+        None,
+        description="A reader program described inline (`[datasets.reader]`, the keys of a "
+        "`.reader.toml` file, see docs/readers.md); sets `driver` to `program`.",
+    )
+
+    @model_validator(mode="after")
+    def _source_or_reader(self) -> DatasetConfig:
+        if self.reader is not None:
+            self.driver = "program"
+            self.source = self.source or "."
+        elif not self.source:
+            raise ValueError(f"dataset {self.id!r} needs a `source` (or a `reader` table)")
+        return self
 
     @field_validator("id")
     @classmethod
@@ -101,6 +117,12 @@ class Settings(BaseSettings):
     )
     cache_mb: int = Field(
         256, ge=0, description="Memory budget, in MB, of the LRU of encoded chunks."
+    )
+    series_cache_mb: int = Field(
+        2048,
+        ge=0,
+        description="Disk budget, in MB, of the multi-resolution cache of reduced time-series "
+        "blocks (in `data_dir/series`); least recently used blocks go first.",
     )
     open_files: int = Field(
         64, ge=1, description="How many opened datasets are kept open (least recently used go)."
@@ -216,13 +238,18 @@ def _rebase(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(out.get("data_dir"), str):
         out["data_dir"] = _under(base, out["data_dir"])
     if isinstance(out.get("datasets"), list):
-        out["datasets"] = [
-            {**d, "source": _under(base, d["source"])}
-            if isinstance(d, dict) and isinstance(d.get("source"), str)
-            else d
-            for d in out["datasets"]
-        ]
+        out["datasets"] = [_rebase_dataset(d, base) for d in out["datasets"]]
     return out
+
+
+def _rebase_dataset(decl: Any, base: Path) -> Any:
+    if not isinstance(decl, dict):
+        return decl
+    if isinstance(decl.get("reader"), dict) and "source" not in decl:
+        return {**decl, "source": str(base)}  # an inline reader's paths start here
+    if isinstance(decl.get("source"), str):
+        return {**decl, "source": _under(base, decl["source"])}
+    return decl
 
 
 def _under(base: Path, value: Any) -> Any:

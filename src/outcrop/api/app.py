@@ -99,10 +99,12 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
     api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, internal_error)
-    from outcrop.api import rest
+    from outcrop.api import das2, hapi, rest
     from outcrop.web import pages
 
     api.include_router(rest.router)
+    api.include_router(hapi.router)
+    api.include_router(das2.router)
     api.include_router(pages.router)
     api.mount("/static", pages.static_files(), name="static")
     return OutcropApp(api, ZarrApp(pipeline, limiter), OpendapApp(pipeline, limiter), settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -12,6 +13,8 @@ from outcrop.errors import ConfigError
 
 if TYPE_CHECKING:
     import xarray as xr
+
+    from outcrop.model import Block, SeriesInfo
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,12 @@ class Probe:
 
     `groups` are the group paths served as datasets of their own (`id/group`); `""`, the
     root group, is among them when it holds variables or the file has no groups at all.
+    `series` are those of `groups` that are time series.
     """
 
     title: str = ""
     groups: tuple[str, ...] = ("",)
+    series: tuple[str, ...] = ()  # the groups that are time series (HAPI, das2)
 
 
 class Driver(Protocol):
@@ -50,6 +55,35 @@ class Driver(Protocol):
 
     def probe(self, path: Path) -> Probe:
         """What a scan records of a file: its title and the groups that are datasets."""
+        ...
+
+
+class Series(Protocol):
+    """A time series: what it holds, and its samples over a time range, streamed."""
+
+    def info(self) -> SeriesInfo: ...
+
+    def read(
+        self,
+        start: int,
+        stop: int,
+        parameters: Sequence[str],
+        width: int | None = None,
+        extras: Mapping[str, str] | None = None,
+    ) -> Iterator[Block]:
+        """Samples with `start <= time < stop` (ns), in time order, of `parameters` (names
+        from `info()`, in that order). `width` (ns) is a hint for a source that reduces
+        itself (`info().reduces`): it may return fewer samples, no sparser than `width`.
+        Raises `BadQuery` naming the parameter for bad `extras`, before any work; a
+        failure after the first block raises `UpstreamFailed` from the iterator."""
+        ...
+
+
+class SeriesDriver(Protocol):
+    """A driver whose sources are (also) time series."""
+
+    def series(self, source: Source) -> Series | None:
+        """The source as a time series, or None when it is not one."""
         ...
 
 

@@ -68,12 +68,15 @@ class GridDriver:
 
     def probe(self, path: Path) -> Probe:
         """Title and groups of a file, read without xarray (fast enough for big scans)."""
+        from outcrop.drivers.timeseries import is_time_series
+
         if is_zarr(path):
-            return Probe(title=_zarr_title(path), groups=tuple(zarr_groups_with_arrays(path)))
-        title = _netcdf_title(path)
-        if not is_hdf5(path):
-            return Probe(title=title)
-        return Probe(title=title, groups=tuple(hdf5_groups_with_variables(path)))
+            groups = tuple(zarr_groups_with_arrays(path))
+            series = tuple(g for g in groups if is_time_series(path, g or None))
+            return Probe(title=_zarr_title(path), groups=groups, series=series)
+        groups = tuple(hdf5_groups_with_variables(path)) if is_hdf5(path) else ("",)
+        title, series = _netcdf_probe(path, groups)
+        return Probe(title=title, groups=groups, series=series)
 
 
 # What opening a file that is missing, unreadable or not what its name says raises:
@@ -222,13 +225,17 @@ def _check_alike(paths: list[Path], parts: list[xr.Dataset], dim: str) -> None:
                 )
 
 
-def _netcdf_title(path: Path) -> str:
+def _netcdf_probe(path: Path, groups: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The title of a NetCDF/HDF5 file and which of its groups are time series."""
     import netCDF4
+
+    from outcrop.drivers.timeseries import netcdf_is_time_series
 
     try:
         with NETCDF_LOCK, netCDF4.Dataset(path) as nc:
-            return str(getattr(nc, "title", ""))
-    except OSError as exc:
+            series = tuple(g for g in groups if netcdf_is_time_series(nc[g] if g else nc))
+            return str(getattr(nc, "title", "")), series
+    except (OSError, IndexError, KeyError) as exc:
         raise SourceError(f"cannot open {path.name}: {exc}") from exc
 
 
