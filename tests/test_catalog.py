@@ -505,4 +505,4 @@ def test_a_database_of_the_first_schema_is_migrated(archive: Path, tmp_path: Pat
     catalog = catalog_of(archive, state)
     assert {e.id for e in catalog.entries()} == expected_ids(archive)
     with catalog.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"

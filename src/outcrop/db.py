@@ -6,13 +6,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, String, Text, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0003"  # the newest revision in migrations/versions; a test checks they agree
+HEAD = "0004"  # the newest revision in migrations/versions; a test checks they agree
 
 
 class Base(DeclarativeBase):
@@ -49,6 +59,33 @@ class FileRow(Base):
     series: Mapped[list[Any]] = mapped_column(JSON, default=list)  # groups that are series
     title: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobRow(Base):
+    """An asynchronous job (outcrop.jobs): its request, progress, lease and result."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(256), index=True, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    uploads: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> sha256
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[str] = mapped_column(Text, default="")
+    errors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # dataset -> message
+    error: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(String(256), default="")  # zip name in data_dir/jobs
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The lease: who runs the job and when it last said so; `heartbeat` of a queued job is
+    # when it was (last) put on the queue.
+    worker: Mapped[str] = mapped_column(String(256), default="")
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 def now() -> datetime:

@@ -5,6 +5,7 @@ lands here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logger(__name__)
 ROWS_PER_ANSWER_BLOCK = 1 << 16  # a reduced answer is sent in blocks of this many bins
+BACKGROUND_PATIENCE_S = 60  # background building waits at most this long for quiet
 MAX_BINS = 10_000_000  # bins in one reduced answer: bounds memory (~100 B per bin)
 
 
@@ -55,6 +57,8 @@ class SeriesService:
         self._store: DiskStore | None = None
         self._background: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._busy = 0  # reductions being computed for requests now
+        self._idle = threading.Condition()
 
     def ids(self) -> list[str]:
         return sorted(e.id for e in self.catalog.entries() if e.series)
@@ -142,9 +146,10 @@ class SeriesService:
                     parameter="parameters",
                 )
         pyramid = self.pyramid(entry, series, info, request.extras)
-        bins = pyramid.reduce(
-            request.start, request.stop, wanted, request.width, dict(request.extras)
-        )
+        with self._foreground():
+            bins = pyramid.reduce(
+                request.start, request.stop, wanted, request.width, dict(request.extras)
+            )
         columns, block = answer_block(bins, wanted, request.statistics)
         return SeriesAnswer(columns, bins.width, _split(block))
 
@@ -170,11 +175,28 @@ class SeriesService:
             return self._store
 
     def background(self, work: Callable[[], None]) -> Any:
-        """Run cache-building work on the background worker (one thread per process)."""
+        """Run cache-building work on the background worker (one thread per process), once
+        no request is being reduced: it must not slow the answer that asked for it."""
         with self._lock:
             if self._background is None:
                 self._background = ThreadPoolExecutor(1, thread_name_prefix="series-cache")
-            return self._background.submit(_logged, work)
+            return self._background.submit(self._when_idle, work)
+
+    @contextlib.contextmanager
+    def _foreground(self) -> Iterator[None]:
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def _when_idle(self, work: Callable[[], None]) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=BACKGROUND_PATIENCE_S)
+        _logged(work)
 
     def close(self) -> None:
         if self._background is not None:

@@ -136,6 +136,39 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=lambda: ["*"], description="Origins allowed by CORS."
     )
+    queue_url: str | None = Field(
+        None,
+        description="Job queue: unset runs jobs inside `outcrop serve` (huey on SQLite in "
+        "`data_dir/jobs`); `redis://host:6379/0` queues them on Redis for `outcrop worker`.",
+    )
+    job_workers: int = Field(
+        1,
+        ge=0,
+        description="Threads consuming jobs inside each `outcrop serve` process "
+        "(embedded queue only; 0: none).",
+    )
+    job_expiry_hours: float = Field(
+        24, gt=0, description="Hours a finished, failed or cancelled job and its zip are kept."
+    )
+    job_max_files: int = Field(100, ge=1, description="Most datasets one job may name.")
+    job_max_operations: int = Field(20, ge=1, description="Most operations one job may chain.")
+    job_max_output_mb: int = Field(
+        4096, ge=1, description="Largest total output of one job, in MB (before zipping)."
+    )
+    job_timeout_s: float = Field(3600, gt=0, description="Longest run time of one job, seconds.")
+    job_lease_s: float = Field(
+        60,
+        gt=0,
+        description="A running job whose worker has not reported for this many seconds is "
+        "taken to be dead and queued again.",
+    )
+    job_file_delay_s: float = Field(
+        0, ge=0, description="Pause after each file of a job, seconds (for tests and demos)."
+    )
+    dask_scheduler: str | None = Field(
+        None, description="Address of a Dask scheduler for job array work, e.g. `tcp://h:8786`."
+    )
+    upload_max_mb: int = Field(50, ge=1, description="Largest file uploaded with a job, in MB.")
     log_level: LogLevel = Field("info", description="Lowest level of log lines written.")
     quiet: bool = Field(False, description="Write no log lines at all.")
     datasets: list[DatasetConfig] = Field(

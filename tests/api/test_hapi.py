@@ -497,7 +497,7 @@ def assert_bins(records: np.ndarray, name: str, ref: dict[str, Any]) -> None:
     np.testing.assert_allclose(records[f"{name}_mean"], ref["mean"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("width", ["60", "PT2M", "PT45S"])
+@pytest.mark.parametrize("width", ["60", "PT2M", "PT45S", "47"])
 def test_reduced_data_equals_a_numpy_binning(server: Server, archive: Path, width: str) -> None:
     start, stop = "2017-09-01T00:00:00Z", "2017-09-01T00:21Z"
     params = {"dataset": G13, "parameters": "a_flux,b_counts", "start": start, "stop": stop}
@@ -507,6 +507,9 @@ def test_reduced_data_equals_a_numpy_binning(server: Server, archive: Path, widt
     answered = int(isodate.parse_duration(header["x_width"]).total_seconds() * SECOND)
     asked = isodate.parse_duration(width).total_seconds() if width[0] == "P" else float(width)
     assert answered <= asked * SECOND and header["timeStampLocation"] == "center"
+    # The info a client reads first already says the width the bins will have.
+    info = get_ok(server, "info", dataset=G13, x_resolution=width).json()
+    assert info["cadence"] == header["cadence"] == header["x_width"]
     stats = ("min", "max", "mean", "count")
     names = [f"{n}_{s}" for n in ("a_flux", "b_counts") for s in stats]
     assert list(records.dtype.names) == ["Time", *names]

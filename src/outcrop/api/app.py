@@ -72,10 +72,18 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         catalog.load()
     pipeline = Pipeline(settings, catalog)
     limiter = CapacityLimiter(settings.threads)
+    from outcrop.jobs import JobService, start_consumer
+
+    jobs_service = JobService(settings, catalog)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The embedded queue is consumed in each server process; with Redis, by workers.
+        embedded = settings.queue_url is None and settings.job_workers > 0
+        consumer = start_consumer(settings) if embedded else None
         yield
+        if consumer is not None:  # waits for the current file; the job goes back on the queue
+            await anyio.to_thread.run_sync(consumer.stop)
         pipeline.close()
 
     # Swagger UI served from the package (fastapi-offline), not from a CDN.
@@ -89,20 +97,22 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.state.settings = settings
     api.state.pipeline = pipeline
     api.state.limiter = limiter
+    api.state.jobs = jobs_service
     api.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
         allow_headers=["*"],
         expose_headers=["ETag", "Content-Length", "X-Request-ID"],
     )
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
     api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, internal_error)
-    from outcrop.api import das2, hapi, rest
+    from outcrop.api import das2, hapi, jobs, rest
     from outcrop.web import pages
 
     api.include_router(rest.router)
+    api.include_router(jobs.router)
     api.include_router(hapi.router)
     api.include_router(das2.router)
     api.include_router(pages.router)

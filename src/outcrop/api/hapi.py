@@ -185,13 +185,22 @@ async def _info_document(request: Request, ds_id: str, query: hapi.Query) -> dic
     layout = hapi.Layout(
         hapitime.time_format(found.cadence, selection.width), reduced_columns(selection)
     )
+    levels = found.levels or auto_levels(found)
     return hapi.info_document(
         found,
         layout,
         selection,
         max_bytes=max_bytes(request),
-        levels=found.levels or auto_levels(found),
+        levels=levels,
+        answered=answered_width(levels, selection.width),
     )
+
+
+def answered_width(levels: tuple[int, ...], width: int | None) -> int | None:
+    """The bin width a reduced request gets (what the pipeline's cache will answer)."""
+    from outcrop.reduce import effective_width
+
+    return None if width is None else effective_width(levels, width)[1]
 
 
 def reduced_columns(selection: hapi.Selection) -> tuple[Parameter, ...]:
@@ -275,6 +284,7 @@ def _data_header(
         code=1200 if any_data else 1201,
         max_bytes=max_bytes(request),
         levels=found.levels or auto_levels(found),
+        answered=width,
     )
     if width is not None:
         head["x_width"] = hapitime.duration_text(width)

@@ -463,10 +463,13 @@ def info_document(
     code: int = 1200,
     max_bytes: int | None = None,
     levels: Sequence[int] = (),
+    answered: int | None = None,
 ) -> dict[str, Any]:
     """The `info` response (§3.6.2) for a layout; `fmt` when it heads a data stream.
     Reduced requests add `timeStampLocation: center` and Outcrop's `x_resolution` and
-    `x_statistic`; `levels`, the widths the cache holds, are `x_resolutions`."""
+    `x_statistic`, and their `cadence` is `answered`, the bin width the data will have
+    (the requested one or finer); `levels`, the widths the cache holds, are
+    `x_resolutions`."""
     width = selection.width if selection is not None else None
     tf = layout.time
     doc: dict[str, Any] = {"HAPI": HAPI_VERSION, "status": status(code)}
@@ -479,7 +482,7 @@ def info_document(
         if sample[0] < sample[1]:  # a sample range within the data's (the verifier asks it)
             doc["sampleStartDate"] = time_text(sample[0], tf)
             doc["sampleStopDate"] = time_text(sample[1], tf, ceil=True)
-    step = width or info.cadence
+    step = (answered or width) if width else info.cadence
     if step:
         doc["cadence"] = duration_text(step)
     if step and max_bytes is not None:  # for all parameters, whatever the subset (§3.6.2)
