@@ -3,6 +3,7 @@ reference computed straight from generated samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -637,3 +638,27 @@ def test_a_given_info_bounds_the_reads_instead_of_the_series_own(series: ArraySe
 def test_start_must_precede_stop(series: ArraySeries) -> None:
     with pytest.raises(BadQuery):
         make_pyramid(series).reduce(10 * S, 10 * S, PARAMS, 60 * S)
+
+
+class CadencedSeries(ArraySeries):
+    """The same samples, with a nominal cadence of a second (long reads may be split)."""
+
+    def info(self) -> SeriesInfo:
+        return dataclasses.replace(super().info(), cadence=S)
+
+
+def test_a_long_read_is_split_into_parallel_reads_at_bin_edges_with_the_same_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import outcrop.pyramid
+
+    monkeypatch.setattr(outcrop.pyramid, "SPLIT_SAMPLES", 100)
+    monkeypatch.setattr(outcrop.pyramid, "PARALLEL_READS", 3)
+    plain = make_series()
+    split = CadencedSeries(plain.time, plain.values, plain.start, plain.stop)
+    bins = make_pyramid(split).reduce(-1000 * S, 3000 * S, PARAMS, 7 * S)
+    assert_matches(bins, whole_bins_reference(plain, 7 * S, -1000 * S, 3000 * S))
+    assert len(split.reads) == 3
+    spans = sorted((a, z) for a, z, _ in split.reads)
+    assert all(z == a2 for (_, z), (a2, _) in itertools.pairwise(spans))  # no gap, no overlap
+    assert all(z % (7 * S) == 0 for _, z in spans[:-1])  # cut at bin edges

@@ -27,8 +27,10 @@ rebuilding only the block that held the old `stop` is left for later.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +59,8 @@ from outcrop.reduce import (
 
 Array = np.ndarray[Any, Any]
 log = logger(__name__)
+PARALLEL_READS = max(1, min(4, os.cpu_count() or 1))  # spans of a long read read at once
+SPLIT_SAMPLES = 4_000_000  # a read is split when it holds more samples than this
 
 # -- block encoding -------------------------------------------------------------------------
 
@@ -295,9 +299,19 @@ class Pyramid:
         a, z = self._valid(span)
         if a >= z or not ask.params:
             return empty_bins(ask.params, width, first, last - first + 1)
+        parts = split_span((a, z), width, self.info.cadence)
+        if len(parts) == 1:
+            return clip(self._read_binned((a, z), width, ask), first, last)
+        # A long read is cut into spans read at once: a reader program is one process on
+        # one core, so two of them (or two file reads) take about half the time.
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="series-read") as pool:
+            binned = list(pool.map(lambda part: self._read_binned(part, width, ask), parts))
+        return clip(concat(binned), first, last)
+
+    def _read_binned(self, span: Span, width: int, ask: _Ask) -> Bins:
         names = [p.name for p in ask.params]
-        blocks = self.series.read(a, z, names, None, ask.extras)
-        return clip(bin_samples(blocks, ask.params, width, a, z), first, last)
+        blocks = self.series.read(span[0], span[1], names, None, ask.extras)
+        return bin_samples(blocks, ask.params, width, span[0], span[1])
 
     def _level_bins(self, level: int, i0: int, i1: int, ask: _Ask) -> Bins:
         """Bins `i0 … i1` of `level`, from cached blocks and ones built now."""
@@ -413,6 +427,17 @@ class Pyramid:
             if len(self._fetch(w, blocks, ask.params)) < len(blocks) * len(ask.params):
                 return False
         return True
+
+
+def split_span(span: Span, width: int, cadence: int | None) -> list[Span]:
+    """`span` cut, at multiples of `width` (so no bin is split), into PARALLEL_READS parts
+    when it holds more than SPLIT_SAMPLES samples at the cadence; else `[span]`."""
+    a, z = span
+    if not cadence or (z - a) // cadence <= SPLIT_SAMPLES:
+        return [span]
+    cuts = [(a + (z - a) * k // PARALLEL_READS) // width * width for k in range(1, PARALLEL_READS)]
+    edges = [a, *(c for c in cuts if a < c < z), z]
+    return [(x, y) for x, y in itertools.pairwise(edges) if x < y]
 
 
 def _runs(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
