@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import jobs
 import series
 
 WRONG = "**WRONG VALUES**"
@@ -530,6 +531,7 @@ def render(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
         "",
         *[line for suite in SUITES for line in suite_section(suite, doc, contenders)],
         *series.section(doc),
+        *jobs.section(doc),
     ]
     details = details_table(doc, contenders)
     if len(details) > 2:  # a row besides the header: a grid suite ran

@@ -26,6 +26,7 @@ from typing import Any
 
 import dapbody
 import dataset
+import jobs
 import load
 import replay
 import report
@@ -470,6 +471,12 @@ class Bench:
             others = self.wait_quiet()
             print(f"[{series.NAME}] a year of 1 s data over HAPI (busy: {others:.2f})", flush=True)
             self.results[series.NAME] = {**series.run(self), "others_busy": others}
+        if self.cfg.suite in ("all", "jobs") and jobs.NAME in (self.cfg.only or jobs.NAME).split(
+            ","
+        ):
+            print(f"[{jobs.NAME}] mask_country jobs over 20 years of monthly 0.5° data", flush=True)
+            self.results[jobs.NAME] = jobs.run(self)
+            self.save()
         self.save()
 
     def meta(self) -> dict[str, Any]:
@@ -575,14 +582,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 run of each, 5 subset reads")
     ap.add_argument("--subset-reps", type=int, default=20)
     ap.add_argument("--full-budget", type=float, default=240, help="seconds for the full reads")
-    names = ", ".join([c.name for c in CONTENDERS] + [*EXTRAS, series.NAME])
+    names = ", ".join([c.name for c in CONTENDERS] + [*EXTRAS, series.NAME, jobs.NAME])
     ap.add_argument("--only", help=f"comma-separated, among: {names}")
     ap.add_argument(
         "--suite",
         choices=("all", *SUITES),
         default="all",
         help="zarr: issue 2's contenders and extras; dap: issue 3's (OPeNDAP); series: issue "
-        "4's time series over HAPI; all: every suite",
+        "4's time series over HAPI; jobs: issue 5's mask_country jobs; all: every suite",
     )
     ap.add_argument("--big", action="store_true", help="also stream a 5 GB subset (RSS)")
     ap.add_argument("--outcrop-args", default="", help="extra `outcrop serve` options")
@@ -593,7 +600,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cfg = ap.parse_args(argv)
     if cfg.quick:
         cfg.runs, cfg.subset_reps = 1, 5
-    known = {c.name for c in CONTENDERS} | {*EXTRAS, series.NAME}
+    known = {c.name for c in CONTENDERS} | {*EXTRAS, series.NAME, jobs.NAME}
     unknown = set(cfg.only.split(",")) - known if cfg.only else set()
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")

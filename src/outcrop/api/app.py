@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -162,6 +163,35 @@ async def run_blocking(request: Request, func: Any, *args: Any) -> Any:
     """The one way routes run blocking file and array work: a bounded thread pool."""
     limiter: CapacityLimiter = request.app.state.limiter
     return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+
+
+async def in_threads(
+    request: Request, chunks: Iterator[bytes], close: Callable[[], Any] | None = None
+) -> AsyncIterator[bytes]:
+    """A streamed body, each piece made in the bounded thread pool. An error raised after
+    the status was sent is logged and propagates, which cuts the connection (the client
+    sees a broken body, never a short one that looks whole); `close` (default: the
+    source's own) runs in the pool however the stream ends, e.g. to stop a reader."""
+    try:
+        while True:
+            chunk = await run_blocking(request, next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    except Exception:
+        log.exception("stream_failed", path=request.url.path)
+        raise
+    finally:
+        done = close if close is not None else partial(close_source, chunks)
+        with anyio.CancelScope(shield=True):
+            await run_blocking(request, done)
+
+
+def close_source(items: Iterator[Any]) -> None:
+    """Close a generator (or anything with `close`), e.g. one that runs a reader program."""
+    close: Any = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def _version() -> str:

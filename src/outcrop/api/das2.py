@@ -10,13 +10,10 @@ after it started end the stream with an exception packet (formats/das2.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from outcrop.api.app import run_blocking
+from outcrop.api.app import in_threads, run_blocking
 from outcrop.api.errors import status_of
 from outcrop.api.rest import accepts_gzip, gzipped, pipeline_of
 from outcrop.errors import BadQuery, OutcropError
@@ -111,21 +108,6 @@ async def data_stream(request: Request, ds_id: str) -> Response:
         chunks = gzipped(chunks)
         headers["Content-Encoding"] = "gzip"
     return StreamingResponse(in_threads(request, chunks), media_type=media, headers=headers)
-
-
-async def in_threads(request: Request, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """The stream's packets, each made in the bounded thread pool; the source is closed
-    when the client leaves or the stream ends."""
-    try:
-        while True:
-            chunk = await run_blocking(request, next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        close: Any = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def das2_error(exc: OutcropError) -> Response:

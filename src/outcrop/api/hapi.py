@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import html
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import anyio
 import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from outcrop.api.app import run_blocking
+from outcrop.api.app import close_source, in_threads, run_blocking
 from outcrop.api.rest import accepts_gzip, pipeline_of
 from outcrop.errors import OutcropError
 from outcrop.formats import hapi, hapistream, hapitime
@@ -231,7 +230,7 @@ async def _data(request: Request) -> Response:
     try:
         return await _answer(request, query, found, selection, plan, answer)
     except BaseException:
-        await run_blocking(request, _close, answer.blocks)
+        await run_blocking(request, close_source, answer.blocks)
         raise
 
 
@@ -246,7 +245,7 @@ async def _answer(
     """The response to a checked data request whose first block is read."""
     headers, media = _headers(request, query)
     if request.method == "HEAD":  # the status and headers of the GET, no body made
-        await run_blocking(request, _close, answer.blocks)
+        await run_blocking(request, close_source, answer.blocks)
         response = Response(media_type=media, headers=headers)
         del response.headers["content-length"]
         return response
@@ -305,30 +304,6 @@ def _headers(request: Request, query: hapi.Query) -> tuple[dict[str, str], str]:
     return headers, hapi.MEDIA_TYPES[query.format]
 
 
-async def in_threads(request: Request, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Each piece of the body made in the bounded thread pool. An error raised here, after
-    the status was sent, propagates and cuts the connection (HAPI 3.3 §3.7.5); the source
-    is closed however the stream ends."""
-    try:
-        while True:
-            chunk = await run_blocking(request, next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-    except Exception:
-        log.exception("hapi_stream_failed", path=request.url.path)
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await run_blocking(request, _close, chunks)
-
-
-def _close(items: Iterator[Any]) -> None:
-    close: Any = getattr(items, "close", None)
-    if close is not None:
-        close()
-
-
 def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """gzip (RFC 1952) of a stream, piece by piece, at a fast level."""
     packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -339,7 +314,7 @@ def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
                 yield packed
         yield packer.flush()
     finally:
-        _close(chunks)
+        close_source(chunks)
 
 
 def ahead(items: Iterator[T]) -> Iterator[T]:
@@ -354,4 +329,4 @@ def ahead(items: Iterator[T]) -> Iterator[T]:
             yield item
     finally:
         pool.shutdown(wait=True)
-        _close(items)
+        close_source(items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from outcrop.api.app import run_blocking
+from outcrop.api.app import in_threads, run_blocking
 from outcrop.catalog import parse_page
 from outcrop.errors import BadQuery
 from outcrop.formats.netcdf import Cancelled
@@ -107,7 +107,7 @@ async def dataset_data(request: Request, ds_id: str) -> Response:
     elif rendered.length is not None:
         headers["Content-Length"] = str(rendered.length)
     return ClosingStreamingResponse(
-        in_threads(request, chunks, rendered),
+        in_threads(request, chunks, rendered.close),
         media_type=plan.encoder.media_type,
         headers=headers,
         on_close=rendered.close,
@@ -148,20 +148,6 @@ async def render_watched(request: Request, plan: SubsetPlan) -> Rendered | None:
         finally:
             group.cancel_scope.cancel()
     return rendered
-
-
-async def in_threads(
-    request: Request, chunks: Iterator[bytes], rendered: Rendered
-) -> AsyncIterator[bytes]:
-    """The blocks of a body, each made in the bounded thread pool; closed on disconnect."""
-    try:
-        while True:
-            block = await run_blocking(request, next, chunks, None)
-            if block is None:
-                return
-            yield block
-    finally:
-        rendered.close()
 
 
 def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
