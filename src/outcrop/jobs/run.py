@@ -20,11 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from outcrop import operations
 from outcrop.catalog import Catalog
 from outcrop.db import JobRow, now
 from outcrop.errors import OutcropError
@@ -32,6 +31,9 @@ from outcrop.jobs.request import SUFFIX
 from outcrop.jobs.store import JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
+
+if TYPE_CHECKING:
+    from outcrop.operations import Operation
 
 log = logger(__name__)
 COPY = "copied unchanged"
@@ -65,7 +67,9 @@ def worker_name() -> str:
 
 def parse_operations(
     raw: Sequence[Any], uploads: Mapping[str, Path], limit: int
-) -> tuple[operations.Operation, ...]:
+) -> tuple[Operation, ...]:
+    from outcrop import operations  # xarray and shapely: imported when a job needs them
+
     if not raw:
         return ()
     return operations.parse_operations(list(raw), uploads, limit)
@@ -174,7 +178,7 @@ class Runner:
         try:
             ds = self.catalog.open(ds_id)
             if attempt.ops:
-                ds = operations.apply(ds, attempt.ops, self._uploads(attempt.row))
+                ds = apply_operations(ds, attempt.ops, self._uploads(attempt.row))
             write_output(ds, target, fmt)
         except (OutcropError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             target.unlink(missing_ok=True)
@@ -234,7 +238,9 @@ class Runner:
     def describe(self, attempt: Attempt) -> list[str]:
         if not attempt.ops:
             return [COPY]
-        return [operations.describe(op) for op in attempt.ops]
+        from outcrop.operations import describe
+
+        return [describe(op) for op in attempt.ops]
 
     def _stopped(self, row: JobRow, worker: str, why: str) -> None:
         """Cancelled or re-queued elsewhere: leave it. Shutting down: queue it again, this
@@ -280,7 +286,15 @@ class Runner:
 
 
 def write_output(ds: Any, path: Path, fmt: str) -> None:
-    operations.write_output(ds, path, "csv" if fmt == "csv" else "netcdf")
+    from outcrop.operations import write_output as write
+
+    write(ds, path, "csv" if fmt == "csv" else "netcdf")
+
+
+def apply_operations(ds: Any, ops: Sequence[Operation], uploads: Mapping[str, Path]) -> Any:
+    from outcrop.operations import apply
+
+    return apply(ds, ops, uploads)
 
 
 def write_zip(path: Path, attempt: Attempt, steps: list[str]) -> None:
