@@ -20,9 +20,11 @@ import shapefile
 import xarray as xr
 from shapely.geometry import Point, shape
 
+import outcrop
 from tests.conftest import Server, start_server
 
-NATURAL_EARTH = Path(__file__).resolve().parents[3] / "shared/data/regions/naturalearth_lowres"
+# The Natural Earth copy the package ships, read here with pyshp, not through Outcrop.
+NATURAL_EARTH = Path(outcrop.__file__).parent / "data" / "naturalearth_lowres"
 LAT = np.arange(-89.75, 90, 0.5)
 LON = np.arange(-179.75, 180, 0.5)
 CLIENT = {"X-Outcrop-Client": "test-jobs"}
