@@ -267,3 +267,35 @@ def test_operation_that_does_not_fit_the_dataset(ds: xr.Dataset) -> None:
     nogrid = xr.Dataset({"v": ("t", np.arange(3.0))})
     with pytest.raises(BadQuery, match="no latitude/longitude"):
         run(nogrid, [{"operation": "mask_landonly"}])
+
+
+def test_netcdf_output_of_a_lazy_many_chunk_file_is_whole_and_keeps_one_step_chunks(
+    tmp_path: Path,
+) -> None:
+    """The source is read lazily through libnetcdf (dask, several threads) while the
+    output is written: both through libnetcdf failed with "NetCDF: HDF error"."""
+    import netCDF4
+
+    from outcrop.drivers.grid import open_one
+
+    lat, lon = np.arange(89.75, -90, -0.5), np.arange(-179.75, 180, 0.5)
+    steps = np.arange(96).astype("datetime64[M]").astype("datetime64[ns]")
+    values = np.random.default_rng(3).normal(280, 10, (96, lat.size, lon.size)).astype("f4")
+    source = xr.Dataset(
+        {"tas": (("time", "lat", "lon"), values, {"units": "K"})},
+        coords={
+            "time": steps,
+            "lat": ("lat", lat, {"units": "degrees_north"}),
+            "lon": ("lon", lon, {"units": "degrees_east"}),
+        },
+    )
+    path = tmp_path / "many.nc"
+    source.to_netcdf(path, encoding={"tas": {"zlib": True, "chunksizes": (1, 360, 720)}})
+    ops = operations.parse_operations([{"operation": "mask_bbox", "bbox": [5, 15, 45, 55]}], {})
+    out = tmp_path / "out.nc"
+    operations.write_output(operations.apply(open_one(path), ops, {}), out, "netcdf")
+    inside = (lat[:, None] >= 45) & (lat[:, None] <= 55) & (lon >= 5) & (lon <= 15)
+    expected = np.where(inside, values, np.nan)
+    with netCDF4.Dataset(out) as nc:
+        assert nc["tas"].chunking() == [1, 360, 720]
+        np.testing.assert_array_equal(nc["tas"][:].filled(np.nan), expected)

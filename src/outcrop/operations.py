@@ -526,7 +526,10 @@ def write_output(ds: xr.Dataset, path: Path, fmt: Literal["netcdf", "csv"]) -> N
     """Write the result: NetCDF4 (zlib, CF encodings kept) or CSV (one row per cell and
     time step with a value; rows where every value is missing are left out)."""
     if fmt == "netcdf":
-        ds.to_netcdf(path, engine="netcdf4", format="NETCDF4", encoding=_encodings(ds))
+        # Written through h5py (its own HDF5), not libnetcdf: the sources are read through
+        # libnetcdf under the grid driver's lock, which xarray's netCDF4 writer does not
+        # take, and libnetcdf is not thread-safe ("NetCDF: HDF error", or a crash).
+        ds.to_netcdf(path, engine="h5netcdf", format="NETCDF4", encoding=_encodings(ds))
     elif fmt == "csv":
         pacsv.write_csv(_table(ds), str(path))
     else:
@@ -541,9 +544,18 @@ def _encodings(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
         if packed and "_FillValue" not in kept and "missing_value" not in kept:
             kept = {k: v for k, v in kept.items() if k in ("units", "calendar")}
         if var.ndim > 0 and var.dtype.kind in "fiub":
-            kept.update(zlib=True, complevel=4, shuffle=True)
+            kept.update(zlib=True, complevel=4, shuffle=True, chunksizes=_chunks(var))
         out[str(name)] = kept
     return out
+
+
+def _chunks(var: xr.Variable) -> tuple[int, ...]:
+    """Output chunks: the source's (dask) chunks where it has them, else one step of the
+    first dimension; the values arrive in those pieces, so each chunk is written once
+    (libraries' default chunks would be compressed again for every piece)."""
+    if var.chunks:
+        return tuple(max(1, min(c[0], n)) for c, n in zip(var.chunks, var.shape, strict=True))
+    return tuple(1 if i == 0 and var.ndim > 1 else max(n, 1) for i, n in enumerate(var.shape))
 
 
 def _table(ds: xr.Dataset) -> pa.Table:
