@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from outcrop.db import DatasetRow, FileRow, connect, now
-from outcrop.drivers import Driver, Source, driver, drivers
+from outcrop.drivers import Driver, Source, driver, drivers, series_reader
 from outcrop.errors import BadQuery, ConfigError, DatasetNotFound, OutcropError, SourceError
 from outcrop.log import logger
 from outcrop.model import DatasetSummary
@@ -391,13 +391,12 @@ def _check(decl: DatasetConfig, source: Source) -> tuple[str, str, bool]:
     """(title, error, whether a time series) of a declared dataset, by opening it once."""
     from outcrop.drivers.timeseries import grid_series
 
-    drv = driver(decl.driver)
-    series_of = getattr(drv, "series", None)
+    series_of = series_reader(decl.driver)
     try:
-        if series_of is not None and decl.driver != "grid":
+        if series_of is not None:
             series = series_of(source)
             return (series.info().title if series else ""), "", series is not None
-        ds = drv.open(source)
+        ds = driver(decl.driver).open(source)
     except OutcropError as exc:
         return "", exc.message, False
     try:

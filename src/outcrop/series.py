@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from outcrop.catalog import Catalog, Entry
-from outcrop.drivers import Series, driver
+from outcrop.drivers import Series, series_reader
 from outcrop.errors import BadQuery, TooLarge
 from outcrop.log import logger
 from outcrop.model import Block, Parameter, SeriesInfo, SeriesRequest
@@ -81,7 +81,7 @@ class SeriesService:
                 if found is not None:
                     self._grids[entry.id] = (entry.version, found)
         else:
-            series_of = getattr(driver(entry.driver), "series", None)
+            series_of = series_reader(entry.driver)
             found = series_of(entry.source) if series_of is not None else None
         if found is None:
             raise BadQuery(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -79,14 +79,6 @@ class Series(Protocol):
         ...
 
 
-class SeriesDriver(Protocol):
-    """A driver whose sources are (also) time series."""
-
-    def series(self, source: Source) -> Series | None:
-        """The source as a time series, or None when it is not one."""
-        ...
-
-
 @cache
 def drivers() -> dict[str, Driver]:
     """Every installed driver, by name; built-ins register like third-party plugins."""
@@ -108,6 +100,14 @@ def driver(name: str) -> Driver:
             parameter="driver",
         )
     return known[name]
+
+
+def series_reader(name: str) -> Callable[[Source], Series | None] | None:
+    """The driver's own `series(source) -> Series | None` when it reads time series itself
+    (as the reader-program driver does); None otherwise: the time series of grid datasets
+    are found in the opened dataset (`drivers.timeseries.grid_series`)."""
+    found: Callable[[Source], Series | None] | None = getattr(driver(name), "series", None)
+    return found
 
 
 def stored_form(ds: xr.Dataset) -> xr.Dataset:
