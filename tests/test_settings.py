@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import outcrop.cli
+import outcrop.cli.serve
 from outcrop.errors import ConfigError
 from outcrop.settings import DatasetConfig, Settings, load_settings
 
@@ -155,7 +156,7 @@ def keep_logging() -> Iterator[None]:
 def serve_settings(args: list[str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The settings `outcrop serve ARGS` would run with (the server itself not started)."""
     seen: list[Settings] = []
-    monkeypatch.setattr(outcrop.cli, "_run", seen.append)
+    monkeypatch.setattr(outcrop.cli.serve, "_run", seen.append)
     result = CliRunner().invoke(outcrop.cli.app, ["serve", *args])
     assert result.exit_code == 0, result.output
     return seen[0]
@@ -264,7 +265,7 @@ def test_cli_reports_a_bad_config_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     toml = write_toml(tmp_path / "outcrop.toml", "open_files = 0\n")
-    monkeypatch.setattr(outcrop.cli, "_run", lambda settings: None)
+    monkeypatch.setattr(outcrop.cli.serve, "_run", lambda settings: None)
     result = CliRunner().invoke(outcrop.cli.app, ["serve", "--config", str(toml)])
     assert result.exit_code == 2
     assert "open_files: Input should be greater than or equal to 1" in result.output

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -169,6 +170,20 @@ class Settings(BaseSettings):
         None, description="Address of a Dask scheduler for job array work, e.g. `tcp://h:8786`."
     )
     upload_max_mb: int = Field(50, ge=1, description="Largest file uploaded with a job, in MB.")
+    cutout_max_pixels: int = Field(
+        4096, ge=16, description="Longest side of an image cutout, in pixels (larger: 400)."
+    )
+    image_cache_mb: int = Field(
+        1024, ge=0, description="Disk budget of cached image cutouts (data_dir/cutouts), MB."
+    )
+    routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all"],
+        description="Route sets served, e.g. `rest,zarr,opendap,hapi,das2,jobs,images,web`, "
+        "or `all` (plugins register more through the `outcrop.routes` entry-point group).",
+    )
+    log_file: Path | None = Field(
+        None, description="Also write log lines to this file (`outcrop start`: data_dir/logs)."
+    )
     log_level: LogLevel = Field("info", description="Lowest level of log lines written.")
     quiet: bool = Field(False, description="Write no log lines at all.")
     datasets: list[DatasetConfig] = Field(
@@ -178,6 +193,14 @@ class Settings(BaseSettings):
         None,
         description="The `outcrop.toml` to read; default `./outcrop.toml` when it exists.",
     )
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _split_routes(cls, value: Any) -> Any:
+        """`OUTCROP_ROUTES=rest,zarr` as well as a TOML list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _unique_dataset_ids(self) -> Settings:
