@@ -109,13 +109,16 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
     api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, internal_error)
-    from outcrop.api import das2, hapi, jobs, rest
+    from outcrop.api import das2, hapi, images, jobs, rest
+    from outcrop.web import images as image_pages
     from outcrop.web import pages
 
     api.include_router(rest.router)
     api.include_router(jobs.router)
     api.include_router(hapi.router)
     api.include_router(das2.router)
+    api.include_router(images.router)
+    api.include_router(image_pages.router)
     api.include_router(pages.router)
     api.mount("/static", pages.static_files(), name="static")
     return OutcropApp(api, ZarrApp(pipeline, limiter), OpendapApp(pipeline, limiter), settings)
