@@ -152,6 +152,10 @@ class JobConsumer:
         self.checker.stop()
         self.consumer.stop(graceful=True)
         self.catalog.close()
+        if self.runner.settings.dask_scheduler:
+            from outcrop.jobs.cluster import close_clients
+
+            close_clients()
 
 
 def start_consumer(settings: Settings, threads: int | None = None) -> Stoppable:

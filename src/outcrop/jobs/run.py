@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logger(__name__)
 COPY = "copied unchanged"
+CLUSTER_POLL_S = 1.0  # how often a job on the Dask cluster checks its lease and limits
+# What a dataset's work may raise that fails that dataset only, not the job.
+FILE_ERRORS = (OutcropError, OSError, ValueError, KeyError, TypeError, IndexError)
 
 
 class JobFailed(OutcropError):
@@ -143,9 +146,12 @@ class Runner:
         try:
             attempt.ops = parse_operations(row.request["operations"], self._uploads(row), 10**6)
             work.mkdir(parents=True, exist_ok=True)
-            for index, ds_id in enumerate(row.request["datasets"]):
-                self._check(attempt, lease)
-                self._one(attempt, index, ds_id)
+            if self.settings.dask_scheduler:
+                self._on_cluster(attempt, lease)
+            else:
+                for index, ds_id in enumerate(row.request["datasets"]):
+                    self._check(attempt, lease)
+                    self._one(attempt, index, ds_id)
             self._check(attempt, lease)
             self._finish(attempt, lease)
         except JobStopped as stop:
@@ -173,23 +179,69 @@ class Runner:
         """Open, operate on and write one dataset; its failure is recorded, not raised."""
         fmt = attempt.row.request["output"]["format"]
         self._progress(attempt, done=index, step=f"{ds_id}: working")
-        target = attempt.work / f"{ds_id}{SUFFIX[fmt]}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self._target(attempt, ds_id)
         try:
-            ds = self.catalog.open(ds_id)
-            if attempt.ops:
-                ds = apply_operations(ds, attempt.ops, self._uploads(attempt.row))
-            write_output(ds, target, fmt)
-        except (OutcropError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            make_output(self.catalog, ds_id, attempt.ops, self._uploads(attempt.row), target, fmt)
+        except FILE_ERRORS as exc:
             target.unlink(missing_ok=True)
-            attempt.errors[ds_id] = self.scrub(getattr(exc, "message", None) or str(exc))
-            log.warning("job_file_failed", job=attempt.row.id, dataset=ds_id, error=str(exc))
+            self._file_done(attempt, ds_id, target, getattr(exc, "message", None) or str(exc))
         else:
-            attempt.outputs[ds_id] = target
-            self._count(attempt, target)
+            self._file_done(attempt, ds_id, target, None)
         self._progress(attempt, done=index + 1, step=f"{ds_id}: done", errors=attempt.errors)
         if self.settings.job_file_delay_s:
             self.stopping.wait(self.settings.job_file_delay_s)
+
+    def _target(self, attempt: Attempt, ds_id: str) -> Path:
+        target = attempt.work / f"{ds_id}{SUFFIX[attempt.row.request['output']['format']]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _file_done(self, attempt: Attempt, ds_id: str, target: Path, error: str | None) -> None:
+        if error is not None:
+            attempt.errors[ds_id] = self.scrub(error)
+            log.warning("job_file_failed", job=attempt.row.id, dataset=ds_id, error=error)
+        else:
+            attempt.outputs[ds_id] = target
+            self._count(attempt, target)
+
+    def _on_cluster(self, attempt: Attempt, lease: Lease) -> None:
+        """Every dataset as one task on the Dask cluster, all at once; results are taken
+        as they come, checking the lease, cancellation and limits in between."""
+        from outcrop.jobs import cluster
+
+        row = attempt.row
+        fmt = row.request["output"]["format"]
+        datasets: list[str] = row.request["datasets"]
+        uploads = {name: str(path) for name, path in self._uploads(row).items()}
+        settings_json = self.settings.model_dump_json()
+        targets = {ds_id: self._target(attempt, ds_id) for ds_id in datasets}
+        tasks = [
+            cluster.FileTask(
+                settings_json, ds_id, row.request["operations"], uploads, str(targets[ds_id]), fmt
+            )
+            for ds_id in datasets
+        ]
+        self._progress(attempt, done=0, step=f"{len(tasks)} datasets sent to the Dask cluster")
+        futures = cluster.submit(self.settings, tasks)
+        owner = dict(zip(futures, datasets, strict=True))
+        pending = set(futures)
+        try:
+            while pending:
+                self._check(attempt, lease)
+                done, pending = cluster.wait(pending, CLUSTER_POLL_S)
+                for future in done:
+                    result = cluster.result(future, owner[future])
+                    self._file_done(attempt, result.ds_id, targets[result.ds_id], result.error)
+                if done:
+                    finished = len(futures) - len(pending)
+                    self._progress(
+                        attempt,
+                        done=finished,
+                        step=f"{finished} of {len(futures)} datasets done on the Dask cluster",
+                        errors=attempt.errors,
+                    )
+        finally:
+            cluster.cancel(self.settings, list(pending))
 
     def _count(self, attempt: Attempt, target: Path) -> None:
         attempt.size += target.stat().st_size
@@ -291,10 +343,22 @@ def write_output(ds: Any, path: Path, fmt: str) -> None:
     write(ds, path, "csv" if fmt == "csv" else "netcdf")
 
 
-def apply_operations(ds: Any, ops: Sequence[Operation], uploads: Mapping[str, Path]) -> Any:
+def make_output(
+    catalog: Catalog,
+    ds_id: str,
+    ops: Sequence[Operation],
+    uploads: Mapping[str, Path],
+    target: Path,
+    fmt: str,
+) -> None:
+    """Open one dataset, apply the operations and write the output file (here, or on a
+    Dask cluster worker)."""
     from outcrop.operations import apply
 
-    return apply(ds, ops, uploads)
+    ds = catalog.open(ds_id)
+    if ops:
+        ds = apply(ds, ops, uploads)
+    write_output(ds, target, fmt)
 
 
 def write_zip(path: Path, attempt: Attempt, steps: list[str]) -> None:
