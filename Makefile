@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/make_demo_data.py $(DEMO_DATA)
+	$(BIN)/outcrop ingest images demo $(DEMO_DATA)/real/images --data-dir $(CURDIR)/.demo/state
 	$(BIN)/outcrop serve $(DEMO_DATA) --data-dir $(CURDIR)/.demo/state
 
 test: $(STAMP)

@@ -19,7 +19,14 @@ V3_META, V3_CHUNK = "/zarr.json", "/temp/c/{t}/0/0"
 STEP = f"temp%5B{{t}}%5D%5B0:{dataset.NY - 1}%5D%5B0:{dataset.NX - 1}%5D"
 DAP2_STEP = ".dods?" + STEP
 DAP4_STEP = ".dap?dap4.ce=/" + STEP
-SUITES = ("zarr", "dap", "series", "jobs")  # series (issue 4), jobs (issue 5): no contenders
+SUITES = (
+    "zarr",
+    "dap",
+    "series",
+    "jobs",
+    "images",
+    "service",
+)  # series (issue 4), jobs (issue 5): no contenders
 
 
 @dataclass(frozen=True)

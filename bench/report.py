@@ -11,6 +11,9 @@ from typing import Any
 
 import jobs
 import series
+import service
+
+import images
 
 WRONG = "**WRONG VALUES**"
 
@@ -532,6 +535,8 @@ def render(doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:
         *[line for suite in SUITES for line in suite_section(suite, doc, contenders)],
         *series.section(doc),
         *jobs.section(doc),
+        *images.section(doc),
+        *service.section(doc),
     ]
     details = details_table(doc, contenders)
     if len(details) > 2:  # a row besides the header: a grid suite ran

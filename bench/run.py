@@ -32,8 +32,11 @@ import replay
 import report
 import series
 import servers
+import service
 from contenders import CONTENDERS, EXTRAS, SUITES, Contender
 from servers import HOST, Server
+
+import images
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -477,6 +480,18 @@ class Bench:
             print(f"[{jobs.NAME}] mask_country jobs over 20 years of monthly 0.5° data", flush=True)
             self.results[jobs.NAME] = jobs.run(self)
             self.save()
+        if self.cfg.suite in ("all", "images") and images.NAME in (
+            self.cfg.only or images.NAME
+        ).split(","):
+            print(f"[{images.NAME}] 5 arcmin cutouts from 100 images of 4k x 4k", flush=True)
+            self.results[images.NAME] = images.run(self)
+            self.save()
+        if self.cfg.suite in ("all", "service") and service.NAME in (
+            self.cfg.only or service.NAME
+        ).split(","):
+            print(f"[{service.NAME}] workers, nginx in front, restart under load", flush=True)
+            self.results[service.NAME] = service.run(self)
+            self.save()
         self.save()
 
     def meta(self) -> dict[str, Any]:
@@ -582,14 +597,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 run of each, 5 subset reads")
     ap.add_argument("--subset-reps", type=int, default=20)
     ap.add_argument("--full-budget", type=float, default=240, help="seconds for the full reads")
-    names = ", ".join([c.name for c in CONTENDERS] + [*EXTRAS, series.NAME, jobs.NAME])
+    names = ", ".join(
+        [c.name for c in CONTENDERS] + [*EXTRAS, series.NAME, jobs.NAME, images.NAME, service.NAME]
+    )
     ap.add_argument("--only", help=f"comma-separated, among: {names}")
     ap.add_argument(
         "--suite",
         choices=("all", *SUITES),
         default="all",
         help="zarr: issue 2's contenders and extras; dap: issue 3's (OPeNDAP); series: issue "
-        "4's time series over HAPI; jobs: issue 5's mask_country jobs; all: every suite",
+        "4's time series over HAPI; jobs: issue 5's mask_country jobs; images: issue 6's cutouts; "
+        "service: issue 7's "
+        "workers, nginx and restart; all: every suite",
     )
     ap.add_argument("--big", action="store_true", help="also stream a 5 GB subset (RSS)")
     ap.add_argument("--outcrop-args", default="", help="extra `outcrop serve` options")
@@ -600,7 +619,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cfg = ap.parse_args(argv)
     if cfg.quick:
         cfg.runs, cfg.subset_reps = 1, 5
-    known = {c.name for c in CONTENDERS} | {*EXTRAS, series.NAME, jobs.NAME}
+    known = {c.name for c in CONTENDERS} | {
+        *EXTRAS,
+        series.NAME,
+        jobs.NAME,
+        images.NAME,
+        service.NAME,
+    }
     unknown = set(cfg.only.split(",")) - known if cfg.only else set()
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")

@@ -135,6 +135,10 @@ def main(dest: str) -> None:
         "&start=2020-01-01&stop=2020-01-02&x_resolution=43.2\n"
         f"  das2 stream:        {url}/das2/server?server=dataset&dataset=readers/wave"
         "&start_time=2020-01-01&end_time=2020-01-01T01:00&ascii=1\n"
+        f"  sky images:         {url}/images/demo\n"
+        f"  images at M13:      {url}/api/images?ra=250.4226&dec=36.4602\n"
+        f"  a PNG cutout:       {url}/api/images/demo:m13.fits"
+        "?ra=250.4226&dec=36.4602&size=2arcmin&format=png\n"
         f"  OpenAPI:            {url}/docs\n"
         f'  Python:  outcrop.open_dataset("{url}/zarr/cmip6/ta_Amon_1950")\n'
         "Starting the server (Ctrl-C stops it)...",

@@ -134,3 +134,34 @@ def test_configure_filters_by_level(
     assert {line["level"] for line in got} == written
     if written:
         assert "a_library_warning" in [line["event"] for line in got]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lines_go_to_the_file_too_and_to_a_new_file_after_reopen(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from outcrop.log import reopen
+
+    path = tmp_path / "logs" / "outcrop.log"
+    configure("info", file=path)
+    logger("outcrop.test").info("before_rotation", n=1)
+    logging.getLogger("some.library").warning("a_library_warning")
+    moved = path.with_suffix(".log.1")
+    path.rename(moved)
+    reopen()
+    logger("outcrop.test").info("after_rotation", n=2)
+    on_stderr = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert on_stderr == ["before_rotation", "a_library_warning", "after_rotation"]
+    assert [line["event"] for line in lines(moved.read_text())] == on_stderr[:2]
+    assert [line["event"] for line in lines(path.read_text())] == ["after_rotation"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_file_only_logging_writes_nothing_on_stderr(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "outcrop.log"
+    configure("info", file=path, stderr=False)
+    logger("outcrop.test").info("only_in_the_file")
+    assert capsys.readouterr().err == ""
+    assert lines(path.read_text())[0]["event"] == "only_in_the_file"

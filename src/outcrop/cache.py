@@ -1,6 +1,12 @@
 """Caches of bytes: a memory LRU bounded by total size, and a disk store shared by
 processes. Keys carry the dataset version, so a changed dataset is never answered from a
-cache."""
+cache.
+
+Both count their hits, misses and (memory) evictions and size as Prometheus metrics
+(`/metrics`, docs/operations.md). These are process-wide, labelled by cache name, and
+cheap: a counter increment is an add under a lock (a write to a shared memory map when
+`PROMETHEUS_MULTIPROC_DIR` is set), done once per lookup.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,21 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+HITS = Counter("outcrop_cache_hits_total", "Cache lookups answered from the cache.", ["cache"])
+MISSES = Counter("outcrop_cache_misses_total", "Cache lookups not in the cache.", ["cache"])
+EVICTIONS = Counter(
+    "outcrop_cache_evictions_total", "Entries dropped to stay within the budget.", ["cache"]
+)
+# Summed over the live worker processes: each holds its own memory cache.
+MEMORY_BYTES = Gauge(
+    "outcrop_memory_cache_bytes", "Bytes held by the memory cache.", multiprocess_mode="livesum"
+)
+MEMORY_ENTRIES = Gauge(
+    "outcrop_memory_cache_entries", "Entries in the memory cache.", multiprocess_mode="livesum"
+)
 
 
 class ByteLRU:
@@ -19,17 +40,21 @@ class ByteLRU:
         self.size = 0
         self._items: OrderedDict[Hashable, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._hits, self._misses = HITS.labels("memory"), MISSES.labels("memory")
+        self._evictions = EVICTIONS.labels("memory")
 
     def get(self, key: Hashable) -> bytes | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
-            return value
+        (self._misses if value is None else self._hits).inc()
+        return value
 
     def set(self, key: Hashable, value: bytes) -> None:
         if len(value) > self.budget:
             return
+        before, count = self.size, len(self._items)
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
@@ -39,6 +64,10 @@ class ByteLRU:
             while self.size > self.budget:
                 _, dropped = self._items.popitem(last=False)
                 self.size -= len(dropped)
+                self._evictions.inc()
+            size, entries = self.size, len(self._items)
+        MEMORY_BYTES.inc(size - before)
+        MEMORY_ENTRIES.inc(entries - count)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -70,10 +99,14 @@ class DiskStore:
             eviction_policy="least-recently-used",
             statistics=statistics,
         )
+        # Metrics name the store by its folder: `series`, `cutouts`.
+        self._hits, self._misses = HITS.labels(directory.name), MISSES.labels(directory.name)
 
     def get(self, key: str) -> bytes | None:
         value = self._cache.get(key, retry=True)
-        return value if isinstance(value, bytes) else None
+        found = value if isinstance(value, bytes) else None
+        (self._misses if found is None else self._hits).inc()
+        return found
 
     def set(self, key: str, value: bytes) -> None:
         self._cache.set(key, bytes(value), retry=True)

@@ -5,6 +5,10 @@ A scan stats every file but opens only those whose size or modification time cha
 since the last scan. Declared datasets are opened (and checked, e.g. that an aggregation's
 files do not overlap) only when one of their files changed. The database holds the
 catalog of one configuration: a refresh makes it match the current settings.
+
+Several processes may share that database (server workers, `outcrop worker`, nodes on
+PostgreSQL): each keeps the catalog in memory and, at most every `RELOAD_CHECK_S` seconds,
+asks the database whether another process changed it, reloading when it did.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import json
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from outcrop.db import DatasetRow, FileRow, connect, now
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 log = logger(__name__)
 DECLARED = "config"  # the `root` of datasets declared in the settings
 MAX_OFFSET = 10**9
+RELOAD_CHECK_S = 2.0  # how long a change made by another process may go unseen
+SCAN_LOCK = 0x6F7574_63726F70  # "outcrop": the PostgreSQL advisory lock a scan holds
 
 
 @dataclass(frozen=True)
@@ -100,12 +108,17 @@ class Catalog:
         self._broken: dict[str, str] = {}
         self._open: OrderedDict[tuple[str, str, bool], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
+        # What the loaded catalog was read from; None until the first load.
+        self._stamp: tuple[int, str] | None = None
+        self._next_check = 0.0
+        self._check_lock = threading.Lock()
 
     # -- scanning -------------------------------------------------------------------
     def refresh(self) -> None:
         """Scan every served folder and declared dataset; record only what changed."""
         roots = served_roots(self.settings)
         with Session(self.engine) as session:
+            self._one_scan_at_a_time(session)
             known = {r.id: r for r in session.scalars(select(DatasetRow))}
             wanted: dict[str, Wanted] = {}
             for decl in self.settings.datasets:  # declarations win over scanned files
@@ -118,8 +131,17 @@ class Catalog:
             session.commit()
         self.load()
 
+    def _one_scan_at_a_time(self, session: Session) -> None:
+        """Nodes starting together would insert the same rows; on PostgreSQL the second
+        scan waits for the first to commit, then finds its rows and changes nothing.
+        (SQLite serves one machine, where scans rarely overlap; its write lock and
+        busy timeout apply.)"""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCAN_LOCK})
+
     def load(self) -> None:
         """Read the catalog from the database, without touching any file."""
+        stamp = self._read_stamp()  # before the rows: a change in between is seen next time
         entries: dict[str, Entry] = {}
         broken: dict[str, str] = {}
         with Session(self.engine) as session:
@@ -130,7 +152,33 @@ class Catalog:
                     entries[row.id] = _entry(row)
         for ds_id, error in broken.items():
             log.warning("dataset_unavailable", id=ds_id, error=error)
-        self._entries, self._broken = entries, broken
+        self._entries, self._broken, self._stamp = entries, broken, stamp
+        self._next_check = time.monotonic() + RELOAD_CHECK_S
+
+    def _read_stamp(self) -> tuple[int, str]:
+        """Row count and newest `updated`: an added, removed or changed row changes one
+        of them (a changed row gets `updated = now()`; node clocks must agree, e.g. NTP)."""
+        query = select(func.count(), func.max(DatasetRow.updated))
+        with Session(self.engine) as session:
+            count, newest = session.execute(query).one()
+        return int(count), str(newest)
+
+    def _current(self) -> None:
+        """Reload when another process changed the database since the last load; one
+        small query at most every RELOAD_CHECK_S seconds, by one thread at a time."""
+        if self._stamp is None or time.monotonic() < self._next_check:
+            return
+        if not self._check_lock.acquire(blocking=False):
+            return  # another thread is checking: serve what is loaded
+        try:
+            self._next_check = time.monotonic() + RELOAD_CHECK_S
+            if self._read_stamp() != self._stamp:
+                log.info("catalog_reloaded", reason="changed by another process")
+                self.load()
+        except SQLAlchemyError as exc:  # the database is away: keep serving what we have
+            log.warning("catalog_check_failed", error=str(exc))
+        finally:
+            self._check_lock.release()
 
     def _scan(self, session: Session, root: Path, wanted: dict[str, Wanted]) -> None:
         key = str(root)
@@ -191,15 +239,19 @@ class Catalog:
 
     # -- lookups --------------------------------------------------------------------
     def __contains__(self, ds_id: str) -> bool:
+        self._current()
         return ds_id in self._entries or ds_id in self._broken
 
     def __len__(self) -> int:
+        self._current()
         return len(self._entries)
 
     def entries(self) -> Iterator[Entry]:
+        self._current()
         return iter(self._entries.values())
 
     def get(self, ds_id: str) -> Entry:
+        self._current()
         entry = self._entries.get(ds_id)
         if entry is not None:
             return entry
@@ -479,13 +531,13 @@ def _decorate(ds: xr.Dataset, entry: Entry) -> xr.Dataset:
 def parse_page(limit: str | None, offset: str | None, maximum: int = 1000) -> tuple[int, int]:
     """Validated `limit` and `offset` paging parameters."""
     values = []
-    for name, text, default in (("limit", limit, 100), ("offset", offset, 0)):
-        if text is None:
+    for name, given, default in (("limit", limit, 100), ("offset", offset, 0)):
+        if given is None:
             values.append(default)
             continue
-        if not (text.isascii() and text.isdigit()):
-            raise BadQuery(f"{name} must be a non-negative integer, not {text!r}", parameter=name)
-        values.append(int(text))
+        if not (given.isascii() and given.isdigit()):
+            raise BadQuery(f"{name} must be a non-negative integer, not {given!r}", parameter=name)
+        values.append(int(given))
     if not 1 <= values[0] <= maximum:
         raise BadQuery(f"limit must be between 1 and {maximum}, not {values[0]}", parameter="limit")
     if values[1] > MAX_OFFSET:

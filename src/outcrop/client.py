@@ -2,7 +2,9 @@
 
 Two HTTP stacks are involved: httpx for the JSON API, and fsspec + aiohttp underneath
 `xarray.open_zarr`. Credentials given to the client (`auth=`, `headers=`) go to both, so
-a protected server works the same through either.
+a protected server works the same through either; so does `User-Agent: Outcrop/<version>`
+(unless `headers` names another). Both verify TLS certificates (their default, never
+switched off here).
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ ERRORS: dict[int, type[OutcropError]] = {
     503: UpstreamFailed,
     504: UpstreamFailed,
 }
+
+
+def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"Outcrop/{version('outcrop')}"
+    except PackageNotFoundError:
+        return "Outcrop/0+unknown"
+
+
+USER_AGENT = _user_agent()
 
 
 def open_dataset(
@@ -85,16 +99,14 @@ def storage_options(
     (`client_kwargs`), merged over what the caller already gave."""
     options = dict(given or {})
     client_kwargs = dict(options.get("client_kwargs") or {})
-    sent = dict(client_kwargs.get("headers") or {})
+    sent = {"User-Agent": USER_AGENT, **dict(client_kwargs.get("headers") or {})}
     if auth is not None:
         # aiohttp deprecates its BasicAuth object in favour of the plain header (RFC 7617).
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         sent["Authorization"] = f"Basic {token}"
     sent.update(headers or {})
-    if sent:
-        client_kwargs["headers"] = sent
-    if client_kwargs:
-        options["client_kwargs"] = client_kwargs
+    client_kwargs["headers"] = sent
+    options["client_kwargs"] = client_kwargs
     return options
 
 
@@ -103,7 +115,8 @@ def _raise_server_error(
 ) -> None:
     """After a failed `open_zarr`, ask the server why and raise its error, if it has one."""
     try:
-        response = httpx.get(f"{url}/.zmetadata", auth=auth, headers=headers, timeout=30)
+        sent = {"User-Agent": USER_AGENT, **dict(headers or {})}
+        response = httpx.get(f"{url}/.zmetadata", auth=auth, headers=sent, timeout=30)
     except httpx.HTTPError as exc:
         raise UpstreamFailed(f"cannot reach {url}: {exc}") from cause
     if response.status_code >= 400:
@@ -143,7 +156,7 @@ class Client:
         self.http = httpx.Client(
             base_url=self.url,
             auth=auth,
-            headers=self.headers,
+            headers={"User-Agent": USER_AGENT, **self.headers},
             transport=transport,
             timeout=timeout,
         )

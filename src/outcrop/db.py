@@ -10,7 +10,11 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
+    ForeignKey,
+    Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     create_engine,
@@ -22,7 +26,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0004"  # the newest revision in migrations/versions; a test checks they agree
+HEAD = "0005"  # the newest revision in migrations/versions; a test checks they agree
+MIGRATE_LOCK = 0x6F7574_6D696772  # PostgreSQL advisory lock held while migrating ("outmigr")
 
 
 class Base(DeclarativeBase):
@@ -88,6 +93,84 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class ImageFileRow(Base):
+    """A FITS file ingested into an image collection, with what tells whether it changed."""
+
+    __tablename__ = "image_files"
+
+    collection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)  # absolute path or URL
+    size: Mapped[int] = mapped_column(BigInteger, default=-1)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, default=-1)
+    etag: Mapped[str] = mapped_column(Text, default="")  # ETag or Last-Modified of a URL
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")  # why it holds no image
+    ingested: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ImageRow(Base):
+    """One image HDU with a celestial WCS: where it is, its footprint and its keywords."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_collection_start", "collection", "start", "id"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(1024), unique=True)
+    collection: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(Text, index=True)  # what the server reads
+    path: Mapped[str] = mapped_column(Text)  # relative to the ingested folder, or the URL
+    url: Mapped[str] = mapped_column(Text, default="")  # public URL (--base-url), if any
+    hdu: Mapped[int] = mapped_column(Integer)
+    extname: Mapped[str] = mapped_column(String(128), default="")
+    version: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    ra: Mapped[float] = mapped_column(Float)  # centre, degrees
+    dec: Mapped[float] = mapped_column(Float)
+    radius: Mapped[float] = mapped_column(Float)  # centre to farthest edge point, degrees
+    corners: Mapped[list[Any]] = mapped_column(JSON)  # [[ra, dec]] x 4, pixel corners
+    outline: Mapped[list[Any]] = mapped_column(JSON)  # [[ra, dec]] around the edge
+    pixel_scale: Mapped[float] = mapped_column(Float)  # arcsec per pixel
+    start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stop: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    exposure: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds
+    instrument: Mapped[str] = mapped_column(String(256), default="", index=True)
+    filter: Mapped[str] = mapped_column(String(256), default="", index=True)
+    telescope: Mapped[str] = mapped_column(String(256), default="")
+    header: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # stored keywords
+
+
+class ImageCellRow(Base):
+    """A HEALPix cell (nested, at `level`) that an image's circumscribed circle touches:
+    the position index."""
+
+    __tablename__ = "image_cells"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    cell: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    image: Mapped[int] = mapped_column(
+        ForeignKey("images.pk", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ImageKeywordRow(Base):
+    """A header keyword of an image, as text and (when it is a number) as a number, so
+    that any keyword can be filtered on with an index."""
+
+    __tablename__ = "image_keywords"
+    __table_args__ = (
+        Index("ix_image_keywords_number", "name", "number"),
+        Index("ix_image_keywords_text", "name", "text"),
+    )
+
+    image: Mapped[int] = mapped_column(
+        ForeignKey("images.pk", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(72), primary_key=True)
+    text: Mapped[str] = mapped_column(String(256))
+    number: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -121,6 +204,9 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Nodes starting together: the second waits here, then finds the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

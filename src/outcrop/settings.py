@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     dask_scheduler: str | None = Field(
         None, description="Address of a Dask scheduler for job array work, e.g. `tcp://h:8786`."
     )
+    jobs_dir: Path | None = Field(
+        None,
+        description="Folder of job zips and uploads (default data_dir/jobs); with several "
+        "nodes and workers, one folder they all share.",
+    )
     upload_max_mb: int = Field(50, ge=1, description="Largest file uploaded with a job, in MB.")
     cutout_max_pixels: int = Field(
         4096, ge=16, description="Longest side of an image cutout, in pixels (larger: 400)."

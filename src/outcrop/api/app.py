@@ -1,4 +1,4 @@
-"""`create_app()`: the FastAPI application, with the Zarr fast path in front of it."""
+"""`create_app()`: the FastAPI application, with the Zarr and OPeNDAP fast paths in front."""
 
 from __future__ import annotations
 
@@ -20,9 +20,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from outcrop.api.errors import problem
-from outcrop.api.middleware import TrustedProxies, forwarded, handle
-from outcrop.api.opendap import OpendapApp
-from outcrop.api.zarr import Receive, Scope, Send, ZarrApp
+from outcrop.api.middleware import (
+    Receive,
+    Scope,
+    Send,
+    TrustedProxies,
+    forwarded,
+    handle,
+    internal_problem,
+    with_request_id,
+)
+from outcrop.api.routes import Prefix, Site, install
 from outcrop.catalog import Catalog
 from outcrop.errors import OutcropError
 from outcrop.log import logger
@@ -30,19 +38,16 @@ from outcrop.pipeline import Pipeline
 from outcrop.settings import Settings, load_settings
 
 log = logger(__name__)
-ZARR_PREFIX = "/zarr/"
-OPENDAP_PREFIX = "/opendap/"
 
 
 class OutcropApp:
-    """Routes `/zarr/…` to the bare Zarr app and the rest to FastAPI; binds a request id."""
+    """Routes the fast-path prefixes (`/zarr/…`, `/opendap/…`) to their bare ASGI apps and
+    the rest to FastAPI; every request goes through `middleware.handle` (request id,
+    access line, metrics)."""
 
-    def __init__(
-        self, api: FastAPI, zarr: ZarrApp, opendap: OpendapApp, settings: Settings
-    ) -> None:
+    def __init__(self, api: FastAPI, prefixes: list[Prefix], settings: Settings) -> None:
         self.api = api
-        self.zarr = zarr
-        self.opendap = opendap
+        self.prefixes = tuple(prefixes)
         self.trusted = TrustedProxies(settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,38 +58,50 @@ class OutcropApp:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        if path.startswith(ZARR_PREFIX):
-            zarr_scope = {**scope, "path": path[len(ZARR_PREFIX) :]}
-            await handle(self.zarr, zarr_scope, receive, send, logging.DEBUG, scope["path"])
-            return
-        if path.startswith(OPENDAP_PREFIX) and not path.endswith(".html"):
-            dap_scope = {**scope, "path": path[len(OPENDAP_PREFIX) :]}
-            await handle(self.opendap, dap_scope, receive, send, logging.INFO, scope["path"])
-            return
+        for prefix in self.prefixes:
+            if prefix.answers(path):
+                inner = {**scope, "path": path[len(prefix.prefix) :]}
+                await handle(
+                    prefix.app,
+                    inner,
+                    receive,
+                    send,
+                    path=scope["path"],
+                    level=prefix.level,
+                    route=prefix.route,
+                    trusted=self.trusted,
+                )
+                return
         api_scope = forwarded(scope, self.trusted)
-        await handle(self.api, api_scope, receive, send, logging.INFO, scope["path"])
+        await handle(
+            self.api,
+            api_scope,
+            receive,
+            send,
+            path=scope["path"],
+            level=logging.INFO,
+            route=None,
+            trusted=self.trusted,
+        )
 
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> OutcropApp:
-    """The whole server; `catalog` defaults to the one in the settings' database."""
+    """The whole server, with the route sets `settings.routes` switches on; `catalog`
+    defaults to the one in the settings' database."""
     settings = settings or load_settings()
     catalog = catalog or Catalog(settings)
     if not len(catalog):
         catalog.load()
     pipeline = Pipeline(settings, catalog)
     limiter = CapacityLimiter(settings.threads)
-    from outcrop.jobs import JobService, start_consumer
-
-    jobs_service = JobService(settings, catalog)
+    from outcrop.jobs import JobService, Stoppable
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The embedded queue is consumed in each server process; with Redis, by workers.
-        embedded = settings.queue_url is None and settings.job_workers > 0
-        consumer = start_consumer(settings) if embedded else None
+        running: list[Stoppable] = [s for s in (start() for start in site.services) if s]
         yield
-        if consumer is not None:  # waits for the current file; the job goes back on the queue
-            await anyio.to_thread.run_sync(consumer.stop)
+        for service in reversed(running):  # the job consumer puts its current job back
+            await anyio.to_thread.run_sync(service.stop)
         pipeline.close()
 
     # Swagger UI served from the package (fastapi-offline), not from a CDN.
@@ -95,10 +112,11 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         lifespan=lifespan,
         description="Scientific data archives over Zarr, REST and more.",
     )
+    site = Site(api, settings, pipeline, limiter)
     api.state.settings = settings
     api.state.pipeline = pipeline
     api.state.limiter = limiter
-    api.state.jobs = jobs_service
+    api.state.jobs = JobService(settings, catalog)
     api.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -109,25 +127,32 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
     api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, internal_error)
-    from outcrop.api import das2, hapi, images, jobs, rest
-    from outcrop.web import images as image_pages
-    from outcrop.web import pages
+    from outcrop.api import metrics, rest
 
-    api.include_router(rest.router)
-    api.include_router(jobs.router)
-    api.include_router(hapi.router)
-    api.include_router(das2.router)
-    api.include_router(images.router)
-    api.include_router(image_pages.router)
-    api.include_router(pages.router)
-    api.mount("/static", pages.static_files(), name="static")
-    return OutcropApp(api, ZarrApp(pipeline, limiter), OpendapApp(pipeline, limiter), settings)
+    api.include_router(rest.service)
+    api.include_router(metrics.router)
+    api.state.routes = install(site, settings.routes)
+    api.state.metrics = metrics.registry_for(
+        settings, catalog.engine, _queue_depth(settings) if "jobs" in api.state.routes else None
+    )
+    return OutcropApp(api, site.prefixes, settings)
+
+
+def _queue_depth(settings: Settings) -> Callable[[], int]:
+    def depth() -> int:
+        from outcrop.jobs.queue import queue_for
+
+        return int(queue_for(settings).huey.pending_count())
+
+    return depth
 
 
 async def outcrop_error(_: Request, exc: OutcropError) -> Response:
     status, body = problem(exc)
     if status >= 500:
-        log.error("request_error", status=status, error=exc.message)
+        log.error("request_error", status=status, error=exc.message, exc_info=exc)
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        body = with_request_id(body, request_id)
     return Response(body, status_code=status, media_type="application/problem+json")
 
 
@@ -155,10 +180,10 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
 
 
 async def internal_error(_: Request, exc: Exception) -> Response:
-    """A bug: a 500 problem document (the traceback is logged with the request id)."""
+    """A bug: a 500 problem document naming the request id. Starlette raises the exception
+    again after this response, and `middleware.handle` logs it with its traceback."""
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    error = OutcropError(f"internal error; the server log has the details (request {request_id})")
-    status, body = problem(error)
+    status, body = internal_problem(request_id)
     return Response(body, status_code=status, media_type="application/problem+json")
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from email.utils import formatdate, parsedate_to_datetime
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -19,9 +23,13 @@ from outcrop.catalog import parse_page
 from outcrop.errors import BadQuery
 from outcrop.formats.netcdf import Cancelled
 from outcrop.pipeline import Pipeline, Rendered, SubsetPlan, plan_subset, render_subset
+from outcrop.settings import Settings
 
 router = APIRouter()
+# Always served, whatever route sets are on: liveness and readiness.
+service = APIRouter()
 DISCONNECT_POLL_S = 0.5
+READY_TIMEOUT_S = 5.0
 
 
 def pipeline_of(request: Request) -> Pipeline:
@@ -48,10 +56,86 @@ def json_response(request: Request, body: dict[str, Any], etag: str | None = Non
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-@router.get("/healthz", tags=["service"])
+@service.get("/healthz", tags=["service"])
 async def healthz(request: Request) -> Response:
     """Liveness: 200 while the server answers, with the number of datasets served."""
     return json_response(request, {"status": "ok", "datasets": len(pipeline_of(request).catalog)})
+
+
+@service.get("/readyz", tags=["service"])
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 when the catalog database answers and the job queue is reachable,
+    else 503 naming what failed (a load balancer stops sending requests meanwhile)."""
+    pipeline = pipeline_of(request)
+    checks = {
+        "database": partial(check_database, pipeline.catalog.engine),
+        "queue": partial(check_queue, pipeline.settings),
+    }
+    failed: dict[str, str] = {}
+    for name, check in checks.items():
+        with anyio.move_on_after(READY_TIMEOUT_S) as scope:
+            problem = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            problem = f"no answer within {READY_TIMEOUT_S:g} s"
+        if problem:
+            failed[name] = problem
+    body = {"status": "unavailable" if failed else "ready", "checks": checks_of(checks, failed)}
+    return Response(
+        orjson.dumps(body), status_code=503 if failed else 200, media_type="application/json"
+    )
+
+
+def checks_of(checks: dict[str, Any], failed: dict[str, str]) -> dict[str, str]:
+    return {name: failed.get(name, "ok") for name in checks}
+
+
+def check_database(engine: Any) -> str:
+    """`SELECT 1` on the catalog database; the error, or "" when it answers."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return ""
+
+
+def check_queue(settings: Settings) -> str:
+    """Redis answers a PING (`queue_url`), or the embedded queue's folder is writable."""
+    if settings.queue_url:
+        return _ping_redis(settings.queue_url)
+    folder = settings.data_dir / "jobs"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the job queue folder {existing} is not writable"
+    return ""
+
+
+def _ping_redis(url: str) -> str:
+    try:
+        import redis
+    except ImportError:
+        return "queue_url is set but the redis package is missing: pip install 'outcrop[redis]'"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as exc:
+        return f"redis at {_without_password(url)}: {exc}"
+    return ""
+
+
+def _without_password(url: str) -> str:
+    """A URL fit for a response body: the password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @router.get("/api/datasets", tags=["catalog"])

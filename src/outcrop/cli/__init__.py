@@ -46,4 +46,4 @@ def main() -> None:
 
 
 # The subcommands register themselves on `app` (imported last: they import the names above).
-from outcrop.cli import cache, jobs, serve  # noqa: E402, F401
+from outcrop.cli import cache, images, jobs, serve, service  # noqa: E402, F401

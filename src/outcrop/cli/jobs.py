@@ -30,7 +30,7 @@ def worker(
     try:
         check_exists([], config)
         settings = load_settings(config, data_dir=data_dir, log_level=log_level)
-        configure(settings.log_level, settings.quiet)
+        configure(settings.log_level, settings.quiet, file=settings.log_file)
         consumer = start_consumer(settings, threads)
     except OutcropError as exc:
         fail(exc.message)

@@ -63,7 +63,7 @@ def serve(
             log_level=log_level,
             quiet=quiet or None,
         )
-        configure(settings.log_level, settings.quiet)
+        configure(settings.log_level, settings.quiet, file=settings.log_file)
         _run(settings)
     except OutcropError as exc:
         fail(exc.message)
@@ -79,8 +79,10 @@ def _normalise_root(root_path: str | None) -> str | None:
 def _run(settings: Settings) -> None:
     import uvicorn
 
+    from outcrop.api.routes import route_sets, selected
     from outcrop.catalog import Catalog
 
+    selected(settings.routes, route_sets())  # a bad OUTCROP_ROUTES fails before any worker
     check_port_free(settings.host, settings.port)
     catalog = Catalog(settings)
     catalog.refresh()

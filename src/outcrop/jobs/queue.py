@@ -21,7 +21,7 @@ from huey.consumer import Consumer
 
 from outcrop.catalog import Catalog
 from outcrop.db import now
-from outcrop.jobs.run import Runner, jobs_dir
+from outcrop.jobs.run import Runner
 from outcrop.jobs.store import MAX_ATTEMPTS, JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
@@ -56,7 +56,8 @@ _lock = threading.Lock()
 
 
 def queue_path(settings: Settings) -> Path:
-    return jobs_dir(settings) / "queue.sqlite"
+    """The embedded queue: this node's own (jobs_dir may be shared by several)."""
+    return settings.data_dir / "jobs" / "queue.sqlite"
 
 
 def make_huey(settings: Settings) -> Huey:

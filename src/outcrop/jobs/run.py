@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 
 from outcrop.catalog import Catalog
 from outcrop.db import JobRow, now
@@ -51,7 +52,8 @@ class JobStopped(Exception):
 
 
 def jobs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "jobs"
+    """Where job zips, uploads and work folders go: shared by every node and worker."""
+    return settings.jobs_dir or settings.data_dir / "jobs"
 
 
 def upload_dir(settings: Settings) -> Path:
@@ -134,12 +136,14 @@ class Runner:
         row = self.store.row(job_id)
         assert row is not None
         work = jobs_dir(self.settings) / "work" / f"{job_id}-{uuid.uuid4().hex[:8]}"
-        log.info("job_started", job=job_id, worker=worker, attempt=row.attempts)
-        try:
-            with Lease(self.store, job_id, worker, self.settings.job_lease_s) as lease:
-                self._attempt(row, worker, work, lease)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        # Every line logged while it runs carries the job's id.
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            log.info("job_started", job=job_id, worker=worker, attempt=row.attempts)
+            try:
+                with Lease(self.store, job_id, worker, self.settings.job_lease_s) as lease:
+                    self._attempt(row, worker, work, lease)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
     def _attempt(self, row: JobRow, worker: str, work: Path, lease: Lease) -> None:
         attempt = Attempt(row, worker, work, ())
@@ -332,6 +336,7 @@ class Runner:
     def scrub(self, text: str) -> str:
         """A message without server paths (served folders, the data folder)."""
         roots = [str(p) for p in self.settings.paths] + [str(self.settings.data_dir)]
+        roots.append(str(jobs_dir(self.settings)))
         for root in sorted(roots, key=len, reverse=True):
             text = text.replace(root, "…")
         return text
