@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,62 +25,27 @@ import pytest
 import xarray as xr
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, inspect
 
 import outcrop.catalog
 from outcrop.catalog import Catalog
 from outcrop.db import HEAD, MIGRATIONS, Base, connect, current_revision
 from outcrop.settings import Settings
+from tests import test_catalog
 from tests.api.test_proxy import doc_nginx_block, replace_once, running_nginx
 from tests.conftest import Server, free_port, start_server
+from tests.test_jobs import redis_url as redis_database
 
-PG_URL = os.environ.get(
-    "OUTCROP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS = "redis://127.0.0.1:6379"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 DONE = ("finished", "failed", "cancelled")
 
 
-# -- services ---------------------------------------------------------------------------
-def unavailable(what: str, exc: Exception) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI=true (.ci/run starts it): {exc}")
-    pytest.skip(f"{what} is not reachable ({exc}); CI=true makes this fail")
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty schema in the PostgreSQL at PG_URL, dropped afterwards."""
-    try:
-        engine = create_engine(PG_URL)
-        with engine.connect():
-            pass
-    except (OperationalError, ImportError) as exc:
-        unavailable(f"PostgreSQL at {PG_URL}", exc)
-    schema = f"outcrop_test_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+# -- services: PostgreSQL and Redis, required under CI=true, skipped elsewhere ------------
+postgres_url = test_catalog.postgres_url  # a fresh schema, dropped after the test
 
 
 @pytest.fixture
 def redis_url() -> str:
-    """A Redis database for this test (one of 1-15 at random, so concurrent runs rarely
-    share a queue; a foreign job id in it is harmless: no worker can claim it)."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        unavailable(f"Redis at {REDIS}", exc)
-    return f"{REDIS}/{random.randint(1, 15)}"
+    return redis_database()
 
 
 # -- migrations -------------------------------------------------------------------------
