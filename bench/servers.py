@@ -50,7 +50,7 @@ xpublish.Rest({"grid": ds}).serve(host="127.0.0.1", port=port, log_level="warnin
 """
 
 NGINX_CONF = """\
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 master_process on;
 pid {run}/nginx-{port}.pid;
@@ -279,13 +279,13 @@ def stop_all() -> None:
         stop_group(proc, grace=5.0)
 
 
-def nginx_argv(nginx: str, port: int, run: Path, site: str) -> list[str]:
-    """nginx, one worker, serving `site` (its server block: `static_site`, or the DAP2
-    replay's) with the settings every nginx contender shares."""
+def nginx_argv(nginx: str, port: int, run: Path, site: str, workers: str = "1") -> list[str]:
+    """nginx, one worker (or `workers`, e.g. "auto"), serving `site` (its server block:
+    `static_site`, or the DAP2 replay's) with the settings every nginx contender shares."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
     conf = run / f"nginx-{port}.conf"
-    conf.write_text(NGINX_CONF.format(run=run, port=port, site=site))
+    conf.write_text(NGINX_CONF.format(run=run, port=port, site=site, workers=workers))
     return [nginx, "-p", str(run), "-e", str(run / f"nginx-{port}.err"), "-c", str(conf)]
 
 

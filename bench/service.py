@@ -108,7 +108,8 @@ def wrk(bench_tools: dict[str, str | None], url: str, seconds: float, conns: int
 def through_nginx(bench: Any, svc: Service, seconds: float) -> dict[str, Any]:
     port = servers.free_port()
     site = PROXY_SITE.format(host=HOST, port=port, upstream=svc.port)
-    argv = servers.nginx_argv(bench.tools["nginx"] or "nginx", port, bench.run_dir, site)
+    # As deployed (docs/deploy.md): one nginx worker per core, not the peers' single one.
+    argv = servers.nginx_argv(bench.tools["nginx"] or "nginx", port, bench.run_dir, site, "auto")
     proxy = servers.Server(argv, f"http://{HOST}:{port}", bench.logs / f"nginx-{port}.log", {})
     proxy.start(bench.run_dir)
     try:

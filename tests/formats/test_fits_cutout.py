@@ -18,7 +18,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
-from astropy.wcs import WCS
+from astropy.wcs import WCS, DistortionLookupTable
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from outcrop.errors import BadQuery, TooLarge
 from outcrop.formats.fits import encode_fits, make_cutout, parse_cutout, parse_size
@@ -380,6 +381,26 @@ def test_an_oversize_cutout_names_the_limit() -> None:
     assert err.value.parameter == "size" and "1000 pixels" in err.value.message
 
 
+def test_an_oversize_cutout_says_the_size_in_pixels_the_setting_and_what_fits() -> None:
+    path = str(IMAGES / "m13.fits")
+    with fits.open(path) as hdul:  # the expected side, from astropy's pixel scale
+        scale = float(np.min(proj_plane_pixel_scales(WCS(hdul[0].header))))
+    side = round(0.5 / scale)
+    with pytest.raises(TooLarge) as err:
+        make_cutout(path, None, *M13, 0.5, max_pixels=1000, name="m13")
+    message = err.value.message
+    assert err.value.size == side
+    assert message.startswith("size=30arcmin ") and f"{side} pixels" in message
+    assert "cutout_max_pixels" in message and "OUTCROP_CUTOUT_MAX_PIXELS" in message
+    # the size it suggests is the largest allowed: it cuts, a little more does not
+    suggested = message.rsplit("size=", 1)[1].split()[0]
+    most = parse_size(suggested)
+    cut = make_cutout(path, None, *M13, most, max_pixels=1000, name="m13")
+    assert max(cut.data.shape) == 1000
+    with pytest.raises(TooLarge):
+        make_cutout(path, None, *M13, most + 1.5 * scale, max_pixels=1000, name="m13")
+
+
 # -- the FITS file ---------------------------------------------------------------------------
 def test_fits_output_keeps_the_header_and_says_where_it_comes_from(tmp_path: Path) -> None:
     source = tmp_path / "secret-server-folder" / "dss.fits.gz"
@@ -514,3 +535,52 @@ def test_a_remote_cutout_fetches_only_the_rows_it_needs(
     np.testing.assert_array_equal(cut.data, local.data)
     assert cut.data.shape == (120, 120)
     assert 0 < sum(sent) < size / 10, f"{sum(sent)} bytes of {size} fetched"
+
+
+# -- lookup-table distortions --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tables(folder: Path) -> Path:
+    """An HST-like image: SIP plus CPDIS (NPOL) and D2IM lookup tables in WCSDVARR and
+    D2IMARR extensions, of a few tenths of a pixel."""
+    shape = (200, 300)
+    w = WCS(tan_header(150.0, 2.0, shape, 0.05))
+    ramp = np.linspace(-0.3, 0.3, 80, dtype=np.float32).reshape(8, 10)
+    w.cpdis1 = DistortionLookupTable(ramp, (1.0, 1.0), (1.0, 1.0), (40.0, 40.0))
+    w.cpdis2 = DistortionLookupTable(-ramp.T.copy(), (1.0, 1.0), (1.0, 1.0), (40.0, 40.0))
+    w.det2im1 = DistortionLookupTable(
+        np.full((8, 10), 0.2, np.float32), (1.0, 1.0), (1.0, 1.0), (40.0, 40.0)
+    )
+    hdul = w.to_fits(relax=True)
+    hdul[0].data = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    path = folder / "tables.fits"
+    hdul.writeto(path)
+    return path
+
+
+def test_lookup_table_distortions_left_out_are_said_and_measured(tables: Path) -> None:
+    with fits.open(tables) as hdul:
+        source = WCS(hdul[0].header, hdul)
+    assert source.cpdis1 is not None and source.det2im1 is not None
+    ra, dec = (float(v) for v in source.all_pix2world(210, 60, 0))
+    cut = make_cutout(str(tables), None, ra, dec, 3 / 3600, max_pixels=4096, name="t")
+    with fits.open(io.BytesIO(encode_fits(cut))) as got:
+        header = got[0].header
+        mine = WCS(header)  # a header astropy can read: no orphan DPj.* cards
+    assert "CPDIS1" not in header and not any(k.startswith("DP1.") for k in header)
+    assert any("lookup-table" in h for h in header["HISTORY"])
+    # how far the cutout's WCS is from the source's, pixel by pixel, by astropy alone
+    ny, nx = cut.data.shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    x0, y0 = header["CUTX0"] - 1, header["CUTY0"] - 1
+    theirs = source.pixel_to_world(x + x0, y + y0)
+    ours = mine.pixel_to_world(x, y)
+    scale = float(np.mean(proj_plane_pixel_scales(source))) * 3600
+    off = ours.separation(theirs).arcsec / scale
+    assert 0.05 < off.max() <= header["CUTLUT"] * 1.02 + 1e-3
+    assert header["CUTLUT"] == pytest.approx(off.max(), rel=0.05)
+
+
+def test_an_image_without_lookup_tables_says_nothing_of_them(radec: Path) -> None:
+    cut = make_cutout(str(radec), "RA", 0.01, 40.0, 0.5 / 60, max_pixels=4096, name="r")
+    assert "CUTLUT" not in cut.header
+    assert not any("lookup-table" in h for h in cut.header.get("HISTORY", []))

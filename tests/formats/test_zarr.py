@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import dask.array
 import numpy as np
 import pytest
@@ -103,3 +107,23 @@ def test_bad_chunk_keys_are_not_found(fmt: int, key: str) -> None:
     view = build_view(ds, fmt, lambda name: None)  # type: ignore[arg-type]
     with pytest.raises(DatasetNotFound):
         view.parse_chunk_key(key)
+
+
+def test_building_a_view_does_not_import_dask_distributed(tmp_path: Path) -> None:
+    """The view is written from metadata alone: no dask graph of chunk writes, whose
+    construction imports dask.distributed (~0.6 s at a first start, ~30 MB)."""
+    path = tmp_path / "grid.nc"
+    sample().chunk({"t": 1}).to_netcdf(path, engine="netcdf4")
+    script = (
+        "import sys, xarray as xr\n"
+        "from outcrop.formats.zarr import build_view\n"
+        f"ds = xr.open_dataset({str(path)!r}, engine='netcdf4', chunks={{}})\n"
+        "for fmt in (2, 3):\n"
+        "    view = build_view(ds, fmt, lambda name: None)\n"
+        "    assert 'temp' in view.plans, view.plans\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'distributed'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 
 from tests.images.conftest import Sky, ingest
@@ -193,6 +195,20 @@ def test_bad_requests_are_problems_naming_the_parameter(
         assert "250.4" in problem["detail"] and "36.4" in problem["detail"]
 
 
+def test_an_oversize_cutout_is_a_400_naming_size_pixels_and_the_setting(sky: Sky) -> None:
+    with fits.open(sky.folder / "real" / "m13.fits") as hdul:  # astropy's pixel scale
+        scale = float(np.min(proj_plane_pixel_scales(WCS(hdul[0].header))))
+    side = round(10 / scale)
+    response = get(sky, "/api/images/demo:real/m13.fits", ra=M13[0], dec=M13[1], size="10deg")
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["parameter"] == "size"
+    assert (problem["size"], problem["limit"]) == (side, 4096)
+    detail = problem["detail"]
+    assert detail.startswith("size=10deg ") and f"{side} pixels" in detail
+    assert "4096 pixels" in detail and "OUTCROP_CUTOUT_MAX_PIXELS" in detail
+
+
 def test_ingest_while_the_server_runs_and_exit_statuses(sky: Sky, tmp_path: Path) -> None:
     new = write_image(tmp_path / "late.fits", 100.0, 20.0, keywords={"INSTRUME": "LATE"})
     done = ingest(sky.data_dir, "late", str(new))
@@ -202,6 +218,8 @@ def test_ingest_while_the_server_runs_and_exit_statuses(sky: Sky, tmp_path: Path
     assert [i["id"] for i in found["images"]] == ["late:late.fits"]
     again = ingest(sky.data_dir, "late", str(new))
     assert again.returncode == 0 and "1 unchanged" in again.stdout
+    forced = ingest(sky.data_dir, "late", str(new), "--force")
+    assert forced.returncode == 0 and "1 ingested (1 images), 0 unchanged" in forced.stdout
     broken = tmp_path / "broken.fits"
     broken.write_bytes(b"SIMPLE = nonsense")
     failed = ingest(sky.data_dir, "late", str(broken))
@@ -215,15 +233,77 @@ def test_ingest_while_the_server_runs_and_exit_statuses(sky: Sky, tmp_path: Path
     assert ingest(sky.data_dir, "bad name!", str(new)).returncode == 2
 
 
+def ids(sky: Sky, collection: str) -> list[str]:
+    page = get(sky, "/api/images", collection=collection).json()
+    return sorted(i["id"] for i in page["images"])
+
+
+def test_files_gone_from_disk_are_pruned_and_the_server_forgets_them(
+    sky: Sky, tmp_path: Path
+) -> None:
+    night = tmp_path / "night"
+    (night / "sub").mkdir(parents=True)
+    for name, ra in (("a.fits", 60.0), ("b.fits", 61.0), ("sub/c.fits", 62.0), ("d.fits", 63.0)):
+        write_image(night / name, ra, 0.0, keywords={"FILTER": "V"})
+    first = ingest(sky.data_dir, "prune", str(night), "--recursive")
+    assert first.returncode == 0 and "4 ingested" in first.stdout, first.stdout + first.stderr
+    assert ids(sky, "prune") == [f"prune:{n}" for n in ("a.fits", "b.fits", "d.fits", "sub/c.fits")]
+    cut = {"ra": "61", "dec": "0", "size": "3arcmin", "format": "png"}
+    assert get(sky, "/api/images/prune:b.fits", **cut).status_code == 200  # cached now
+
+    (night / "b.fits").unlink()
+    shutil.rmtree(night / "sub")
+    (night / "d.fits").write_bytes(b"SIMPLE  = broken and longer than it was")  # unreadable
+    again = ingest(sky.data_dir, "prune", str(night))  # not --recursive: sub/ is gone anyway
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "1 unchanged, 1 failed, 2 removed (2 images)" in again.stdout
+    assert "removed" in out and "b.fits" in out
+    assert "d.fits" in out and "kept" in out  # reported, its image kept
+    assert ids(sky, "prune") == ["prune:a.fits", "prune:d.fits"]
+    for gone in ("prune:b.fits", "prune:sub/c.fits"):
+        assert get(sky, f"/api/images/{gone}").status_code == 404
+    assert get(sky, "/api/images/prune:b.fits", **cut).status_code == 404  # not from the cache
+    assert get(sky, "/api/images", ra="61", dec="0").json()["total"] == 0
+    summary = get(sky, "/api/images/summary", collection="prune").json()
+    assert summary["collections"]["prune"]["images"] == 2
+    assert summary["collections"]["prune"]["filters"] == {"V": 2}
+
+    # a folder gone entirely: its files go, and so does the collection
+    shutil.rmtree(night)
+    last = ingest(sky.data_dir, "prune", str(night))
+    assert last.returncode == 0 and "2 removed (2 images)" in last.stdout, last.stdout
+    assert "0 failed" in last.stdout
+    assert ids(sky, "prune") == []
+    assert "prune" not in get(sky, "/api/images/summary").json()["collections"]
+    # a path that never held files of the collection is still a usage error
+    assert ingest(sky.data_dir, "prune", str(night)).returncode == 2
+
+
+def test_a_file_given_by_name_and_gone_is_removed(sky: Sky, tmp_path: Path) -> None:
+    lone = write_image(tmp_path / "lone.fits", 70.0, 5.0)
+    assert ingest(sky.data_dir, "lone", str(lone)).returncode == 0
+    assert ids(sky, "lone") == ["lone:lone.fits"]
+    lone.unlink()
+    done = ingest(sky.data_dir, "lone", str(lone))
+    assert done.returncode == 0 and "1 removed (1 images)" in done.stdout, done.stdout
+    assert get(sky, "/api/images/lone:lone.fits").status_code == 404
+    assert ingest(sky.data_dir, "other", str(lone)).returncode == 2  # unknown there
+
+
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with HTTP Range support (RFC 9110 §14), counting the bytes sent."""
 
     sent: list[int] = []
+    status: dict[str, int] = {}  # paths answered with this error status instead
 
     def log_message(self, *args: Any) -> None:
         pass
 
     def send_head(self) -> Any:
+        if self.path in self.status:
+            self.send_error(self.status[self.path])
+            return None
         spec = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
         if spec is None or not path.is_file():
@@ -270,3 +350,33 @@ def test_remote_file_is_ingested_from_its_headers_only(remote: str, tmp_path: Pa
     (row,), total = service.query(ImageQuery(ra=33.0, dec=-20.0))
     host = remote.removeprefix("http://")
     assert (row.id, row.url, total) == (f"web:{host}/big.fits", f"{remote}/big.fits", 1)
+
+
+def test_remote_file_answering_404_is_removed_other_errors_keep_it(
+    remote: str, tmp_path: Path
+) -> None:
+    for name, ra in (("stays.fits", 20.0), ("goes.fits", 21.0), ("flaky.fits", 22.0)):
+        write_image(tmp_path / name, ra, -3.0)
+    urls = [f"{remote}/{n}" for n in ("stays.fits", "goes.fits", "flaky.fits")]
+    data_dir = tmp_path / "state"
+    first = ingest(data_dir, "web", *urls)
+    assert first.returncode == 0 and "3 ingested" in first.stdout, first.stdout + first.stderr
+    (tmp_path / "goes.fits").unlink()  # 404 from now on
+    RangeHandler.status["/flaky.fits"] = 503
+    try:
+        again = ingest(data_dir, "web", *urls)
+    finally:
+        RangeHandler.status.clear()
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "1 unchanged, 1 failed, 1 removed (1 images)" in again.stdout
+    assert "HTTP 503" in out and "flaky.fits" in out and "kept" in out
+    from outcrop.db import connect
+    from outcrop.images.search import ImageQuery
+    from outcrop.images.service import ImageService
+    from outcrop.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    service = ImageService(settings, connect(settings.db_url))
+    rows, total = service.query(ImageQuery(collection="web"))
+    assert sorted(r.url for r in rows) == sorted([urls[0], urls[2]]) and total == 2

@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from outcrop.errors import SourceError
-from outcrop.images.ingest import find_sources, read_images
+from outcrop.images.ingest import find_sources, read_images, time_unit
 from tests.images.fitsfiles import reference_match, tan_header, wcs_of, write_image
 
 IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
@@ -62,6 +62,72 @@ def test_dss_plate_time_is_read_from_the_old_date_form() -> None:
     (record,) = read_images(str(IMAGES / "dss.14.29.56-62.41.05.fits.gz"))
     assert record.start is not None and record.start.date().isoformat() == "1976-03-11"
     assert record.telescope == "UK 48-inch Schmidt"
+
+
+def test_dss_exposure_is_in_minutes_as_its_comment_says() -> None:
+    path = IMAGES / "dss.14.29.56-62.41.05.fits.gz"
+    with fits.open(path) as hdul:
+        card = hdul[0].header.cards["EXPOSURE"]
+    assert "minutes" in card.comment  # what the file itself says: `Exposure time minutes`
+    (record,) = read_images(str(path))
+    assert record.exposure == card.value * 60
+    assert record.start is not None and record.stop is not None
+    assert (record.stop - record.start).total_seconds() == card.value * 60
+    assert record.header["EXPOSURE"] == card.value  # the keyword is stored as written
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "comment", "seconds"),
+    [
+        ("EXPOSURE", 60.0, "Exposure time in minutes", 3600.0),
+        ("EXPTIME", 2.5, "[min] exposure", 150.0),
+        ("EXPTIME", 1.5, "total exposure, hours", 5400.0),
+        ("EXPTIME", 0.5, "exposure time (h)", 1800.0),
+        ("EXPTIME", 250, "[ms] integration", 0.25),
+        ("ITIME", 40.0, "Integration time in milliseconds", 0.04),
+        ("EXPTIME", 30.0, "Exposure time (sec)", 30.0),
+        ("EXPTIME", 30.0, "[s] exposure", 30.0),
+        ("EXPTIME", 30.0, "Exposure time", 30.0),
+        ("EXPTIME", 30.0, "", 30.0),
+        ("EXPTIME", 30.0, "H-alpha image's exposure", 30.0),  # no "h", no "s" there
+    ],
+)
+def test_exposure_unit_is_read_from_the_keyword_comment(
+    tmp_path: Path, key: str, value: float, comment: str, seconds: float
+) -> None:
+    path = write_image(
+        tmp_path / "t.fits", 10.0, 10.0, keywords={"DATE-OBS": "2020-01-02T03:04:05"}
+    )
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header[key] = (value, comment)
+    (record,) = read_images(str(path))
+    assert record.exposure == pytest.approx(seconds)
+    assert record.start == datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert record.stop is not None
+    assert (record.stop - record.start).total_seconds() == pytest.approx(seconds, abs=1e-3)
+
+
+def test_an_extension_s_exposure_comment_overrides_the_primary_s(tmp_path: Path) -> None:
+    primary = fits.PrimaryHDU()
+    primary.header["EXPOSURE"] = (2.0, "[h] planned exposure")
+    primary.header["DATE-OBS"] = "2020-01-02T00:00:00"
+    image = fits.ImageHDU(np.zeros((10, 12), "f4"), tan_header(10.0, -30.0, (10, 12), 30))
+    image.header["EXPOSURE"] = (90.0, "Exposure time in minutes")
+    fits.HDUList([primary, image]).writeto(tmp_path / "mef.fits")
+    (record,) = read_images(str(tmp_path / "mef.fits"))
+    assert record.exposure == 90.0 * 60
+    del image.header["EXPOSURE"]  # now the primary header's, in hours, applies
+    fits.HDUList([primary, image]).writeto(tmp_path / "inherit.fits")
+    (record,) = read_images(str(tmp_path / "inherit.fits"))
+    assert record.exposure == 2.0 * 3600
+
+
+@pytest.mark.parametrize(
+    ("comment", "factor"),
+    [("[d] long", 1.0), ("[hr]", 3600.0), ("Exposure in MINUTES", 60.0), ("mins", 60.0)],
+)
+def test_time_unit_words(comment: str, factor: float) -> None:
+    assert time_unit(comment) == factor
 
 
 def test_multi_extension_file_gives_every_image_with_the_primary_keywords(tmp_path: Path) -> None:

@@ -71,7 +71,11 @@ WCS_KEYS = re.compile(
     r"|[AB]P?_ORDER|[AB]P?_\d_\d|[AB]_DMAX|CPDIS\d|CQDIS\d|DP\d|DQ\d|CPERR\d|CQERR\d"
     r"|D2IMDIS\d|D2IMERR\d|D2IMEXT|D2IM\d|AMD[XY]\d+|PLTRA[HMS]|PLTDEC(SN|[DMS])"
     r"|CNPIX\d|PPO\d|[XY]PIXELSZ)[A-Z]?"
+    # record-valued cards of lookup-table distortions (`DP1.EXTVER`, `D2IM2.AXIS.1`): kept
+    # without their CPDISja/D2IMDISa, they make the header one astropy cannot read
+    r"|(DP|DQ|D2IM)\d[A-Z]?\..*"
 )
+MAX_PIXELS_SETTING = "setting cutout_max_pixels, environment OUTCROP_CUTOUT_MAX_PIXELS"
 
 
 @dataclass
@@ -164,7 +168,10 @@ def make_cutout(
         origin = (big[1].start - small[1].start, big[0].start - small[0].start)  # (x, y)
         header = cutout_header(hdul, image, shifted(wcs, origin))
         hdu_label = label_of(image, index)
+        dropped = table_distortion(wcs, big)
     provenance(header, name, hdu_label, (ra, dec, size_deg), origin, shape, padded)
+    if dropped is not None:
+        say_tables_dropped(header, dropped)
     return Cutout(data, header, padded)
 
 
@@ -241,20 +248,32 @@ def celestial_wcs(header: fits.Header, hdul: fits.HDUList) -> WCS | None:
 
 
 def cutout_shape(wcs: WCS, size_deg: float, max_pixels: int, name: str) -> tuple[int, int]:
-    """(ny, nx): the size over the pixel scale of each axis, rounded as Cutout2D does."""
+    """(ny, nx): the size over the pixel scale of each axis, rounded as Cutout2D does;
+    TooLarge (parameter `size`) naming the size asked for, in pixels, the limit and its
+    setting, beyond `max_pixels` on a side."""
     scales = proj_plane_pixel_scales(wcs) * u.Unit(wcs.wcs.cunit[0]).to(u.deg)
     nx, ny = (max(1, int(np.round(size_deg / s))) for s in scales)
     if max(nx, ny) > max_pixels:
-        most = max_pixels * float(np.min(scales)) * 60
+        finest = float(np.min(scales))
+        most = max_pixels * finest * (1 - 1e-4)  # shown rounded: not past the limit
         raise TooLarge(
-            f"a cutout of {size_deg * 60:.4g} arcmin is {max(nx, ny)} pixels on a side in "
-            f"{name} ({float(np.min(scales)) * 3600:.4g} arcsec per pixel); at most "
-            f"{max_pixels} pixels are allowed, i.e. a size up to {most:.4g}arcmin",
+            f"size={angle_text(size_deg)} is {nx} x {ny} pixels of {name} ({finest * 3600:.4g} "
+            f"arcsec per pixel), over the limit of {max_pixels} pixels on a side "
+            f"({MAX_PIXELS_SETTING}): ask for size={angle_text(most)} or less",
             size=max(nx, ny),
             limit=max_pixels,
             parameter="size",
         )
     return ny, nx
+
+
+def angle_text(degrees: float) -> str:
+    """An angle as `size` takes it, in the largest unit that keeps it at least 1."""
+    if degrees >= 1:
+        return f"{degrees:.4g}deg"
+    if degrees * 60 >= 1:
+        return f"{degrees * 60:.4g}arcmin"
+    return f"{degrees * 3600:.4g}arcsec"
 
 
 def pixel_of(wcs: WCS, ra: float, dec: float) -> tuple[float, float]:
@@ -337,6 +356,23 @@ def shifted(wcs: WCS, origin: tuple[int, int]) -> WCS:
     return out
 
 
+def table_distortion(wcs: WCS, big: tuple[slice, slice]) -> float | None:
+    """The largest shift, in pixels, that the WCS's lookup-table distortions (CPDIS, D2IM:
+    HST's NPOL and detector tables) make over the part of the image cut; None without
+    any. A cutout's header does not carry them (they live in extra HDUs), so this is how
+    far its WCS can be from the source's. Measured on a grid of up to 33 x 33 points."""
+    if all(t is None for t in (wcs.cpdis1, wcs.cpdis2, wcs.det2im1, wcs.det2im2)):
+        return None
+    plain = wcs.deepcopy()
+    plain.cpdis1 = plain.cpdis2 = plain.det2im1 = plain.det2im2 = None
+    ys = np.unique(np.linspace(big[0].start, big[0].stop - 1, 33).round())
+    xs = np.unique(np.linspace(big[1].start, big[1].stop - 1, 33).round())
+    gx, gy = np.meshgrid(xs, ys)
+    points = np.column_stack([gx.ravel(), gy.ravel()])
+    shift = wcs.pix2foc(points, 0) - plain.pix2foc(points, 0)
+    return float(np.hypot(shift[:, 0], shift[:, 1]).max())
+
+
 # -- the header ---------------------------------------------------------------------------
 def cutout_header(hdul: fits.HDUList, image: Any, wcs: WCS) -> fits.Header:
     """The image's header, preceded by the primary header's keywords when the image is an
@@ -400,6 +436,16 @@ def provenance(
     )
     if padded:
         header.add_history("Pixels beyond the image's edge are NaN (CUTPAD = T).")
+
+
+def say_tables_dropped(header: fits.Header, shift: float) -> None:
+    """Say in the header that the source's lookup-table distortions were left out, and
+    how far that moves positions in this cutout."""
+    header["CUTLUT"] = (round(shift, 4), "[pixel] max lookup-table distortion left out")
+    header.add_history(
+        "The source's lookup-table distortions (CPDIS/D2IM) are not in this header; its "
+        f"WCS (SIP kept) differs from the source's by up to {shift:.3g} pixel (CUTLUT)."
+    )
 
 
 @contextmanager

@@ -10,8 +10,9 @@ and not at server start (it is an optional dependency and slow to import).
 from __future__ import annotations
 
 import math
+import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,22 @@ EXPOSURE_KEYS = ("EXPTIME", "EXPOSURE", "ITIME", "TELAPSE")
 WCS_ERRORS = (ValueError, KeyError, TypeError, IndexError, MemoryError)
 START_KEYS = ("DATE-BEG", "DATE-OBS", "MJD-BEG", "MJD-OBS")
 STOP_KEYS = ("DATE-END", "MJD-END")
+# Units an exposure keyword's comment may name, as seconds (DSS plates: `EXPOSURE=60.0 /
+# Exposure time in minutes`); a comment naming none means seconds, the FITS standard's.
+TIME_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("ms", "msec", "millisec", "millisecond", "milliseconds"), 1e-3),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("day", "days"), 86400.0),
+}
+# Words of a comment; "image's" and "H-alpha" are one word each (no "s", no "h").
+WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+GONE_STATUS = (404, 410)  # HTTP answers that mean the URL's file is no longer there
+
+
+class SourceGone(SourceError):
+    """The file no longer exists: no such local path, or HTTP 404/410 for a URL."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +111,13 @@ def is_fits_name(name: str) -> bool:
 
 
 def fingerprint(source: str) -> Fingerprint:
-    """The file's fingerprint; SourceError when it cannot be reached."""
+    """The file's fingerprint; SourceGone when it no longer exists (a local path that is
+    not there, a URL answering 404 or 410), SourceError when it cannot be reached now."""
     if not is_remote(source):
         try:
             st = Path(source).stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise SourceGone(f"{source}: no such file") from exc
         except OSError as exc:
             raise SourceError(f"{source}: {exc.strerror or exc}") from exc
         return Fingerprint(st.st_size, st.st_mtime_ns, "")
@@ -106,7 +126,16 @@ def fingerprint(source: str) -> Fingerprint:
     try:
         info = fsspec.filesystem("http").info(source)
     except (OSError, ValueError) as exc:  # aiohttp errors surface as OSError subclasses
-        raise SourceError(f"{source}: {exc}") from exc
+        # fsspec raises FileNotFoundError for any failure; the HTTP answer is its cause
+        cause = exc.__cause__
+        status = getattr(cause, "status", None)
+        if status in GONE_STATUS:
+            raise SourceGone(f"{source}: HTTP {status} (no longer there)") from exc
+        if status is not None:
+            why = f"HTTP {status} {getattr(cause, 'message', '')}".strip()
+        else:
+            why = str(cause or exc)
+        raise SourceError(f"{source}: {why}") from exc
     tag = str(info.get("ETag") or info.get("Last-Modified") or "")
     return Fingerprint(int(info.get("size") or -1), -1, tag)
 
@@ -168,7 +197,8 @@ def _image(hdul: HDUList, index: int, hdu: Any, primary: Header) -> tuple[ImageR
         footprint = footprint_of(wcs, width, height)
     except ValueError as exc:
         return None, str(exc)
-    start, stop, exposure = observation_time(merged)
+    comments = merge_comments(primary if index else None, header, EXPOSURE_KEYS)
+    start, stop, exposure = observation_time(merged, comments)
     return (
         ImageRecord(
             hdu=index,
@@ -287,17 +317,57 @@ def merge_headers(primary: Header | None, header: Header) -> dict[str, str | int
     return merged
 
 
+def merge_comments(primary: Header | None, header: Header, keys: tuple[str, ...]) -> dict[str, str]:
+    """The comments of `keys`, taken as `merge_headers` takes their values (the image
+    HDU's own card over the primary header's)."""
+    comments: dict[str, str] = {}
+    for source in (primary, header):
+        if source is None:
+            continue
+        for key in keys:
+            if key in source:
+                comments[key] = str(source.comments[key])
+    return comments
+
+
 def observation_time(
     header: dict[str, str | int | float | bool],
+    comments: Mapping[str, str] | None = None,
 ) -> tuple[datetime | None, datetime | None, float | None]:
     """Start, stop (UTC) and exposure in seconds; stop is start + exposure when the
-    header has no end time, and start when it has neither."""
-    exposure = _first_number(header, EXPOSURE_KEYS)
+    header has no end time, and start when it has neither. The exposure keyword's unit
+    is read from its comment (`comments`, by keyword) when that names one."""
+    exposure = exposure_seconds(header, comments or {})
     start = _first_time(header, START_KEYS)
     stop = _first_time(header, STOP_KEYS)
     if start is not None and stop is None:
         stop = start + timedelta(seconds=max(exposure or 0.0, 0.0))
     return start, stop, exposure
+
+
+def exposure_seconds(header: Mapping[str, Any], comments: Mapping[str, str]) -> float | None:
+    """The first exposure keyword holding a number, in seconds: converted from the unit
+    its comment names, if any (see `time_unit`)."""
+    for key in EXPOSURE_KEYS:
+        value = header.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) * time_unit(comments.get(key, ""))
+    return None
+
+
+def time_unit(comment: str) -> float:
+    """Seconds in the unit a keyword's comment names: the FITS convention's `[unit]` at
+    its start, else the first word that is a unit (`Exposure time in minutes`, `(sec)`,
+    `hours`, `ms`); 1 (seconds) when it names none."""
+    text = comment.strip()
+    if text.startswith("["):
+        unit = text[1:].partition("]")[0].strip().lower()
+        return TIME_UNITS.get(unit, 1.0)
+    for word in WORD.findall(text):
+        factor = TIME_UNITS.get(word.lower())
+        if factor is not None:
+            return factor
+    return 1.0
 
 
 def _first_time(header: dict[str, Any], keys: tuple[str, ...]) -> datetime | None:
@@ -334,14 +404,6 @@ def _iso_date(text: str, header: dict[str, Any]) -> str:
         clock = str(header.get("TIME-OBS") or header.get("UT") or header.get("UTSTART") or "")
         text = f"{text}T{clock.strip() or '00:00:00'}"
     return text
-
-
-def _first_number(header: dict[str, Any], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        value = header.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def _first_text(header: dict[str, Any], keys: tuple[str, ...]) -> str:

@@ -4,9 +4,11 @@ search, summary, metadata and cutouts (cached on disk by image version and param
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -14,7 +16,13 @@ from sqlalchemy.engine import Engine
 
 from outcrop.db import ImageRow
 from outcrop.errors import BadQuery, SourceError, TooLarge
-from outcrop.images.ingest import find_sources, fingerprint, is_remote, read_images
+from outcrop.images.ingest import (
+    SourceGone,
+    find_sources,
+    fingerprint,
+    is_remote,
+    read_images,
+)
 from outcrop.images.search import ImageQuery
 from outcrop.images.store import ImageStore, SavedFile, check_collection
 from outcrop.log import logger
@@ -28,6 +36,11 @@ FORMATS = {"fits": "application/fits", "png": "image/png", "jpeg": "image/jpeg"}
 EXTENSIONS = {"fits": "fits", "png": "png", "jpeg": "jpg"}
 FORMAT_ALIASES = {"jpg": "jpeg", "fit": "fits"}
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+class CutoutTooLarge(BadQuery, TooLarge):
+    """A cutout longer than `cutout_max_pixels` on a side: a bad request (400, BadQuery
+    first) whose problem body also has the `size` asked for and the `limit`, in pixels."""
 
 
 @dataclass(frozen=True)
@@ -99,35 +112,104 @@ class ImageService:
         *,
         recursive: bool = False,
         base_url: str | None = None,
+        force: bool = False,
         progress: Callable[[SavedFile, int, int], None] | None = None,
     ) -> list[SavedFile]:
         """Ingest the FITS files named or under the folders named; one file failing does
-        not stop the others. `progress(result, done, total)` after each file."""
+        not stop the others. Files of the collection under those folders that no longer
+        exist are removed first (see `vanished`). `force` reads unchanged files again.
+        `progress(result, done, total)` after each file."""
         check_collection(collection)
         sources = list(find_sources(paths, recursive))
-        results = []
-        for done, (source, path) in enumerate(sources, start=1):
-            result = self.ingest_file(collection, source, path, public_url(source, path, base_url))
+        stale, unsure, folders = self.vanished(collection, paths, {s for s, _ in sources})
+        # a folder that is gone entirely is not a file that failed: its files are removed
+        sources = [(s, p) for s, p in sources if s not in folders]
+        total = len(stale) + len(unsure) + len(sources)
+        results: list[SavedFile] = []
+
+        def done(result: SavedFile) -> None:
             results.append(result)
             if progress is not None:
-                progress(result, done, len(sources))
+                progress(result, len(results), total)
+
+        for source in stale:  # before the others: a file moved keeps its image ids
+            removed = self.store.forget_file(collection, source)
+            done(SavedFile(source, "removed", images=removed or 0))
+            log.info("image_file_removed", source=source, images=removed)
+        for source, why in unsure:
+            kept = self._kept(collection, source)
+            done(SavedFile(source, "failed", error=f"{source}: {why}{kept}"))
+        for source, path in sources:
+            url = public_url(source, path, base_url)
+            done(self.ingest_file(collection, source, path, url, force=force))
         return results
 
-    def ingest_file(self, collection: str, source: str, path: str, url: str) -> SavedFile:
+    def vanished(
+        self, collection: str, paths: list[str], found: set[str]
+    ) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+        """What ingesting `paths` removes from `collection`: (files under the local folders
+        given that no longer exist, files there that cannot be checked and why, folders
+        given that are gone). A file given directly, or a URL, is checked by `ingest_file`.
+        """
+        stale: list[str] = []
+        unsure: list[tuple[str, str]] = []
+        gone_folders: set[str] = set()
+        for given in paths:
+            if is_remote(given):
+                continue
+            root = Path(given).resolve()
+            if root.exists() and not root.is_dir():
+                continue
+            under = self.store.sources_under(collection, str(root).rstrip(os.sep) + os.sep)
+            if under and not root.exists():
+                gone_folders.add(str(root))
+            for source in under:
+                if source in found or source in stale:
+                    continue
+                try:
+                    Path(source).stat()
+                except (FileNotFoundError, NotADirectoryError):
+                    stale.append(source)
+                except OSError as exc:  # e.g. a folder it is in can no longer be searched
+                    unsure.append((source, f"cannot tell whether it still exists: {exc}"))
+        return stale, unsure, gone_folders
+
+    def knows(self, collection: str, path: str) -> bool:
+        """Whether `collection` holds the local file `path`, or files under it (a folder)."""
+        root = str(Path(path).resolve())
+        return self.store.images_of(collection, root) is not None or bool(
+            self.store.sources_under(collection, root.rstrip(os.sep) + os.sep)
+        )
+
+    def ingest_file(
+        self, collection: str, source: str, path: str, url: str, *, force: bool = False
+    ) -> SavedFile:
+        """Read one file into the collection. A file that is gone (no such local file, a
+        URL answering 404 or 410) has its images removed; one that cannot be read now
+        keeps the images of an earlier ingest, and is reported as failed either way."""
         try:
             print_ = fingerprint(source)
+        except SourceGone as exc:
+            removed = self.store.forget_file(collection, source)
+            if removed is None:
+                return SavedFile(source, "failed", error=exc.message)
+            log.info("image_file_removed", source=source, images=removed)
+            return SavedFile(source, "removed", images=removed)
         except SourceError as exc:
-            return SavedFile(source, "failed", error=exc.message)
-        if self.store.unchanged(collection, source, print_):
+            return SavedFile(source, "failed", error=exc.message + self._kept(collection, source))
+        if not force and self.store.unchanged(collection, source, print_):
             return SavedFile(source, "unchanged")
         try:
             records = read_images(source)
             self.store.save(collection, source, path, url, print_, records)
         except (SourceError, BadQuery) as exc:
-            self.store.save_error(collection, source, print_, exc.message)
-            log.info("image_ingest_failed", source=source, error=exc.message)
-            return SavedFile(source, "failed", error=exc.message)
+            kept = self.store.save_error(collection, source, print_, exc.message)
+            log.info("image_ingest_failed", source=source, error=exc.message, kept=kept)
+            return SavedFile(source, "failed", error=exc.message + _kept_note(kept))
         return SavedFile(source, "ingested", images=len(records))
+
+    def _kept(self, collection: str, source: str) -> str:
+        return _kept_note(self.store.images_of(collection, source) or 0)
 
     # -- queries -----------------------------------------------------------------------
     def query(self, query: ImageQuery) -> tuple[list[ImageRow], int]:
@@ -171,7 +253,9 @@ class ImageService:
                 name=row.id,
             )
         except TooLarge as exc:  # a size the caller chose: a bad request (400), not 413
-            raise BadQuery(exc.message, parameter="size") from exc
+            raise CutoutTooLarge(
+                exc.message, size=exc.size, limit=exc.limit, parameter="size"
+            ) from exc
         if request.format == "fits":
             return encode_fits(cut)
         from outcrop.formats.skyimage import encode_picture
@@ -208,6 +292,12 @@ def shared_service(state: Any) -> ImageService:
         service = ImageService(state.settings, state.pipeline.catalog.engine)
         state.images = service
     return service
+
+
+def _kept_note(kept: int) -> str:
+    if not kept:
+        return ""
+    return f" (its {kept} image{'s' if kept > 1 else ''} from an earlier ingest kept)"
 
 
 def summarise(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -338,6 +428,7 @@ def ingest_status(results: Iterable[SavedFile]) -> int:
 __all__ = [
     "CutoutRequest",
     "CutoutResult",
+    "CutoutTooLarge",
     "ImageService",
     "describe",
     "ingest_status",

@@ -29,7 +29,8 @@ COLLECTION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 
 @dataclass(frozen=True)
 class SavedFile:
-    """What ingest did with a file: `status` is "ingested", "unchanged" or "failed"."""
+    """What ingest did with a file: `status` is "ingested", "unchanged", "failed" or
+    "removed" (the file is gone; `images` is then how many of its images went)."""
 
     source: str
     status: str
@@ -116,11 +117,47 @@ class ImageStore:
             pks = list(session.execute(stmt, rows).scalars())
             self._index(session, pks, records)
 
-    def save_error(self, collection: str, source: str, print_: Fingerprint, error: str) -> None:
-        """Remember a file that holds no usable image (its old images, if any, are gone)."""
+    def save_error(self, collection: str, source: str, print_: Fingerprint, error: str) -> int:
+        """Remember a file that cannot be read now, or holds no usable image. Images of it
+        from an earlier ingest are kept (the file is still there: a copy in progress, a
+        disk error) and the file is read again by the next ingest. Returns how many."""
         with Session(self.engine) as session, session.begin():
-            self._forget(session, collection, source)
-            self._record_file(session, collection, source, print_, 0, error)
+            old = session.get(ImageFileRow, (collection, source))
+            kept = old.images if old is not None else 0
+            self._record_file(session, collection, source, print_, kept, error)
+            return kept
+
+    def forget_file(self, collection: str, source: str) -> int | None:
+        """Remove a file that no longer exists, and its images, from `collection`: how many
+        images it had, or None when the collection does not know the file."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ImageFileRow, (collection, source))
+            if row is None:
+                return None
+            removed = self._forget(session, collection, source)
+            session.delete(row)
+            return removed
+
+    def images_of(self, collection: str, source: str) -> int | None:
+        """How many images of `source` the collection holds; None if it does not know it."""
+        with Session(self.engine) as session:
+            row = session.get(ImageFileRow, (collection, source))
+            return None if row is None else row.images
+
+    def sources_under(self, collection: str, folder: str) -> list[str]:
+        """The files of `collection` whose path starts with `folder` (ending with the path
+        separator), at any depth, in order."""
+        stmt = (
+            select(ImageFileRow.source)
+            .where(
+                ImageFileRow.collection == collection,
+                ImageFileRow.source.startswith(folder, autoescape=True),
+            )
+            .order_by(ImageFileRow.source)
+        )
+        with Session(self.engine) as session:
+            found = session.execute(stmt).scalars()
+            return [s for s in found if s.startswith(folder)]  # SQLite's LIKE ignores case
 
     def _check_ids(self, session: Session, source: str, ids: list[str]) -> None:
         taken = session.execute(
@@ -131,7 +168,8 @@ class ImageStore:
         if taken is not None:
             raise BadQuery(f"image id {taken[0]!r} is already the image of {taken[1]}")
 
-    def _forget(self, session: Session, collection: str, source: str) -> None:
+    def _forget(self, session: Session, collection: str, source: str) -> int:
+        """Delete the images of `source` in `collection`; how many there were."""
         old = select(ImageRow.pk).where(
             ImageRow.collection == collection, ImageRow.source == source
         )
@@ -140,6 +178,7 @@ class ImageStore:
             session.execute(delete(ImageCellRow).where(ImageCellRow.image.in_(pks)))
             session.execute(delete(ImageKeywordRow).where(ImageKeywordRow.image.in_(pks)))
             session.execute(delete(ImageRow).where(ImageRow.pk.in_(pks)))
+        return len(pks)
 
     def _index(self, session: Session, pks: list[int], records: list[ImageRecord]) -> None:
         cells: list[dict[str, int]] = []
