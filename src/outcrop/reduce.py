@@ -207,7 +207,9 @@ def coarsen(bins: Bins, width: int) -> Bins:
     first = bins.first // factor
     lead = bins.first - first * factor
     n = -(-(lead + len(bins)) // factor)
-    full = _place([bins], bins.width, first * factor, n * factor)
+    # Whole coarse bins are folded in place; others first copied into whole ones.
+    aligned = lead == 0 and len(bins) == n * factor
+    full = bins if aligned else _place([bins], bins.width, first * factor, n * factor)
 
     def fold(a: Array, op: np.ufunc) -> Array:
         return op.reduce(a.reshape(n, factor, *a.shape[1:]), axis=1)  # type: ignore[no-any-return]

@@ -512,9 +512,11 @@ def _number_cells(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from outcrop.formats.hapistream import arrow_of  # not pa.array: it imports pandas
+
     n, items = values.shape
     flat = values.reshape(-1)
-    text = pc.cast(pa.array(flat if flat.dtype.kind == "f" else flat.astype(np.int64)), pa.string())
+    text = pc.cast(arrow_of(flat if flat.dtype.kind == "f" else flat.astype(np.int64)), pa.string())
     if flat.dtype.kind == "f" and np.isinf(flat).any():
         text = pc.replace_substring(text, "inf", "Infinity")  # as Java's parseDouble reads it
     text = pc.utf8_lpad(text, NUMBER_WIDTH - 1)

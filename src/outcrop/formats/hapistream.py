@@ -74,17 +74,26 @@ def _fixed_strings(data: np.ndarray[Any, Any], width: int) -> pa.Array:
 
 def _csv_column(values: np.ndarray[Any, Any], p: Parameter) -> pa.Array:
     if p.type == "double":
-        floats = pa.array(values.astype(np.float64, copy=False))
+        floats = arrow_of(values.astype(np.float64, copy=False))
         if not np.isnan(values).any():
             return floats
-        return pc.if_else(pc.is_nan(floats), "NaN", pc.cast(floats, pa.string()))
+        return pc.replace_substring(pc.cast(floats, pa.string()), "nan", "NaN")
     if p.type == "integer":
-        return pa.array(values.astype(np.int64, copy=False))
+        return arrow_of(values.astype(np.int64, copy=False))
     text = pa.array(values.astype(str), type=pa.large_string())
     special = pc.match_substring_regex(text, '[,"\r\n]')
     quote, empty = _large('"'), _large("")
     quoted = pc.binary_join_element_wise(quote, pc.replace_substring(text, '"', '""'), quote, empty)
     return pc.if_else(special, quoted, text)
+
+
+def arrow_of(values: np.ndarray[Any, Any]) -> pa.Array:
+    """A 1-D numeric NumPy array as Arrow (copied only when strided or not in native
+    byte order). Not `pa.array`, whose first call imports pandas (~45 MB more in a server
+    whose datasets never need it)."""
+    data = np.ascontiguousarray(values, values.dtype.newbyteorder("="))
+    kind = pa.from_numpy_dtype(data.dtype)
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
 def _large(text: str) -> pa.Scalar:

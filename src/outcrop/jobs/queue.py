@@ -10,14 +10,13 @@ a worker must first claim the queued record, which only one can do.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
-
-from huey import Huey, RedisHuey, SqliteHuey
-from huey.consumer import Consumer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from outcrop.catalog import Catalog
 from outcrop.db import now
@@ -26,11 +25,17 @@ from outcrop.jobs.store import MAX_ATTEMPTS, JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
 
+if TYPE_CHECKING:
+    from huey import Huey
+
 log = logger(__name__)
 TASK = "outcrop.run_job"
 QUEUE_NAME = "outcrop-jobs"
 CLEAN_EVERY_S = 3600.0
 REQUEUE_FACTOR = 20  # a queued job waiting this many leases gets a second message
+# Backends huey tries to import whatever the queue (redis, psycopg: ~15 MB of memory in
+# every server process); imported only when the settings name a Redis queue.
+OPTIONAL_BACKENDS = ("redis", "psycopg", "gevent", "cysqlite")
 
 
 class Stoppable(Protocol):
@@ -52,7 +57,8 @@ class Queue:
 
 
 _queues: dict[str, Queue] = {}
-_lock = threading.Lock()
+_import_lock = threading.Lock()
+_queues_lock = threading.Lock()
 
 
 def queue_path(settings: Settings) -> Path:
@@ -60,7 +66,45 @@ def queue_path(settings: Settings) -> Path:
     return settings.data_dir / "jobs" / "queue.sqlite"
 
 
+def import_huey(redis: bool = False) -> None:
+    """Import huey (and its consumer) without the optional backends its modules try to
+    import (OPTIONAL_BACKENDS), unless one is already imported; `redis` imports redis
+    and gives it to huey, even when huey was imported before without it."""
+    with _import_lock:
+        if "huey.consumer" not in sys.modules:
+            blocked = [m for m in OPTIONAL_BACKENDS if m not in sys.modules]
+            if redis:
+                blocked.remove("redis")
+            for name in blocked:
+                sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+            try:
+                import huey.consumer  # noqa: F401
+            finally:
+                for name in blocked:
+                    if sys.modules.get(name, False) is None:
+                        del sys.modules[name]
+    if redis:
+        _give_redis_to_huey()
+
+
+def _give_redis_to_huey() -> None:
+    """huey's Redis storage names redis's classes as its module's globals (and the client
+    class as a class attribute), None when huey was imported without redis: set them."""
+    import huey.storage
+    import redis
+    import redis.exceptions
+
+    if huey.storage.Redis is None:
+        huey.storage.ConnectionPool, huey.storage.Redis = redis.ConnectionPool, redis.Redis
+        huey.storage.ConnectionError = redis.exceptions.ConnectionError
+        huey.storage.TimeoutError = redis.exceptions.TimeoutError
+        huey.storage.RedisStorage.redis_client = redis.Redis
+
+
 def make_huey(settings: Settings) -> Huey:
+    import_huey(redis=bool(settings.queue_url))
+    from huey import RedisHuey, SqliteHuey
+
     if settings.queue_url:
         return RedisHuey(QUEUE_NAME, url=settings.queue_url, results=False)
     queue_path(settings).parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +114,7 @@ def make_huey(settings: Settings) -> Huey:
 def queue_for(settings: Settings) -> Queue:
     """This process's queue for the settings' backend (one per backend)."""
     key = settings.queue_url or str(queue_path(settings))
-    with _lock:
+    with _queues_lock:
         if key not in _queues:
             queue = Queue(make_huey(settings))
             queue.task = queue.huey.task(name=TASK, retries=0)(queue.execute)
@@ -127,19 +171,26 @@ class Checker:
         return requeued
 
 
-class EmbeddedConsumer(Consumer):  # type: ignore[misc]
-    """huey's consumer without its signal handlers: the host process (uvicorn, or
-    `outcrop worker`) owns the signals and calls `stop()`."""
+@cache
+def embedded_consumer() -> type[Any]:
+    """huey's consumer class without its signal handlers: the host process (uvicorn, or
+    `outcrop worker`) owns the signals and calls `stop()` (made when first needed, so
+    that importing this module does not import huey)."""
+    import_huey()
+    from huey.consumer import Consumer
 
-    def _set_signal_handlers(self) -> None:
-        """No handlers: see the class docstring."""
+    class EmbeddedConsumer(Consumer):  # type: ignore[misc]
+        def _set_signal_handlers(self) -> None:
+            """No handlers: see `embedded_consumer`."""
+
+    return EmbeddedConsumer
 
 
 @dataclass
 class JobConsumer:
     """Worker threads running jobs, and the checker; `stop()` re-queues running jobs."""
 
-    consumer: EmbeddedConsumer
+    consumer: Any  # an `embedded_consumer()`
     checker: Checker
     runner: Runner
     catalog: Catalog
@@ -172,7 +223,7 @@ def start_consumer(settings: Settings, threads: int | None = None) -> Stoppable:
     store = JobStore(catalog.engine)
     checker = Checker(settings, store, lambda when: clean_jobs(settings, store, when))
     count = settings.job_workers if threads is None else threads
-    consumer = EmbeddedConsumer(
+    consumer = embedded_consumer()(
         queue.huey, workers=max(count, 1), periodic=False, worker_type="thread", max_delay=1.0
     )
     consumer.start()

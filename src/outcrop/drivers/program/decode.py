@@ -166,8 +166,27 @@ def _numpy(spec: ParameterSpec, array: pa.Array) -> Any:
     array = array.cast(ARROW_TYPES[spec.type])
     if array.null_count:
         array = pc.fill_null(array, _missing(spec))
-    out = array.to_numpy(zero_copy_only=False)
-    return out.astype(np.str_) if spec.type in ("string", "isotime") else out
+    if spec.type in ("string", "isotime"):
+        return array.to_numpy(zero_copy_only=False).astype(np.str_)
+    return numpy_of(array)
+
+
+def numpy_of(array: pa.Array) -> Any:
+    """An Arrow array as NumPy: a numeric one without nulls is viewed in place (read
+    only). Not `to_numpy`, whose first call imports pandas (~45 MB more in a server whose
+    datasets never need it); that is left for the others."""
+    import pyarrow as pa
+
+    kind = array.type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if not numeric or array.null_count:
+        return array.to_numpy(zero_copy_only=False)
+    code = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+    dtype = np.dtype(f"={code}{kind.bit_width // 8}")
+    data = array.buffers()[1]
+    if data is None or not len(array):
+        return np.empty(0, dtype)
+    return np.frombuffer(data, dtype, len(array), array.offset * dtype.itemsize)
 
 
 def _missing(spec: ParameterSpec) -> Any:
@@ -190,15 +209,13 @@ def times_ns(array: pa.Array, desc: ReaderDescription) -> Any:
         raise UpstreamFailed(f"the time column {desc.time!r} has empty values")
     kind = array.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        return np.asarray(
-            array.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64())
-        )
+        return numpy_of(array.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()))
     if desc.time_units is not None:
         return _numbers_ns(array, *parse_units(desc.time_units))
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise UpstreamFailed(f"the time column {desc.time!r} holds {kind}; declare time_units")
     text = pc.utf8_rtrim(array, characters="Z")
-    return np.asarray(pc.cast(text, pa.timestamp("ns")).cast(pa.int64()))
+    return numpy_of(pc.cast(text, pa.timestamp("ns")).cast(pa.int64()))
 
 
 def _numbers_ns(array: pa.Array, factor: int, epoch: int) -> Any:
@@ -209,9 +226,7 @@ def _numbers_ns(array: pa.Array, factor: int, epoch: int) -> Any:
             array = array.cast(pa.int64())
         except pa.ArrowInvalid:
             array = array.cast(pa.float64())
-    numbers = np.asarray(
-        array.cast(pa.float64() if pa.types.is_floating(array.type) else pa.int64())
-    )
+    numbers = numpy_of(array.cast(pa.float64() if pa.types.is_floating(array.type) else pa.int64()))
     limit = (2**62) // factor
     if len(numbers) and not (np.abs(numbers).max() < limit):
         raise UpstreamFailed(f"times beyond ±{limit} units since the epoch (or NaN)")
