@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := $(CURDIR)/.demo/data
 CODE := $(wildcard src tests bench examples)
 
-.PHONY: demo test check bench install format clean readers
+.PHONY: demo test check bench install format clean readers bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Byte-code for the editable source, written even under PYTHONDONTWRITEBYTECODE (set on
+# some machines), so that each server start does not compile every module again.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src >/dev/null
+
+demo: $(STAMP) bytecode
 	$(BIN)/python examples/make_demo_data.py $(DEMO_DATA)
 	$(BIN)/outcrop ingest images demo $(DEMO_DATA)/real/images --data-dir $(CURDIR)/.demo/state
 	$(BIN)/outcrop serve $(DEMO_DATA) --data-dir $(CURDIR)/.demo/state
@@ -34,7 +39,7 @@ format: $(STAMP)
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
-bench: $(STAMP)
+bench: $(STAMP) bytecode
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 readers: examples/readers/wave  # the compiled example reader (examples/readers/wave.c)
