@@ -44,6 +44,7 @@ class Contender:
     protocol: str = "zarr"  # what the client speaks to the server: zarr, dap2, dap4
     source: str = "nc/grid.nc"  # the file a server publishes, under the data folder
     suites: tuple[str, ...] = ("zarr",)
+    env: tuple[tuple[str, str], ...] = ()  # settings an Outcrop contender runs with
 
     @property
     def kind(self) -> str:
@@ -100,6 +101,24 @@ CONTENDERS = [
         **V3,
         ref="nginx-zarr3",
         ref2="nginx-zarr3-zlib",
+    ),
+    Contender(
+        "outcrop-zarr2-lz4",
+        "Outcrop, Zarr v2, chunks transcoded to Blosc lz4 (`OUTCROP_ZARR_CODEC=lz4`)",
+        "outcrop",
+        "/zarr/grid",
+        **V2,
+        ref="nginx-zarr2",
+        env=(("OUTCROP_ZARR_CODEC", "lz4"),),
+    ),
+    Contender(
+        "outcrop-zarr3-lz4",
+        "Outcrop, Zarr v3, chunks transcoded to Blosc lz4 (`OUTCROP_ZARR_CODEC=lz4`)",
+        "outcrop",
+        "/zarr/grid",
+        **V3,
+        ref="nginx-zarr3",
+        env=(("OUTCROP_ZARR_CODEC", "lz4"),),
     ),
     Contender(
         "xpublish-zarr3",

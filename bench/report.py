@@ -96,8 +96,8 @@ ZARR = Suite(
         "rss_stream": RSS,
         "rss_stream_table": RSS,
     },
-    outcrop=("outcrop-zarr2", "outcrop-zarr3"),
-    columns=("Outcrop v2", "Outcrop v3"),
+    outcrop=("outcrop-zarr2", "outcrop-zarr3", "outcrop-zarr2-lz4", "outcrop-zarr3-lz4"),
+    columns=("Outcrop v2", "Outcrop v3", "Outcrop v2, lz4", "Outcrop v3, lz4"),
     comparable=frozenset({"full", "chunk", "cycle", "meta", "subset"}),
     extras={
         "restart": "outcrop-restart",

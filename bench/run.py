@@ -89,7 +89,7 @@ class Bench:
             if not keep:
                 shutil.rmtree(state, ignore_errors=True)
             argv = self.outcrop_argv(data or (self.data / c.source).parent, port, state)
-            env = {"OUTCROP_MAX_RESPONSE_MB": "16384"}
+            env = {"OUTCROP_MAX_RESPONSE_MB": "16384", **dict(c.env)}
         return Server(argv, base + c.path, log_path, env)
 
     def nginx_site(self, c: Contender, port: int) -> str:

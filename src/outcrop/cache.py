@@ -113,6 +113,25 @@ class DiskStore:
         (self._misses if found is None else self._hits).inc()
         return found
 
+    def get_with_file(self, key: str, count: bool = True) -> tuple[bytes, str | None] | None:
+        """Like `get`, with the path of the file holding the value (None for a value kept
+        inside the index): callers may read that file directly until it is gone."""
+        handle = self._cache.get(key, read=True, retry=True)
+        if count:
+            (self._misses if handle is None else self._hits).inc()
+        if handle is None:
+            return None
+        if isinstance(handle, bytes):  # small values live in the index itself
+            return handle, None
+        with handle:
+            value = handle.read()
+            name = getattr(handle, "name", None)
+        return bytes(value), name if isinstance(name, str) else None
+
+    def count_hit(self) -> None:
+        """Count a hit answered from a value's file without a lookup (`get_with_file`)."""
+        self._hits.inc()
+
     def set(self, key: str, value: bytes) -> None:
         self._cache.set(key, bytes(value), retry=True)
 

@@ -17,11 +17,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from outcrop.cache import ByteLRU
+from outcrop.cache import ByteLRU, DiskStore
 from outcrop.catalog import Catalog, Entry
 from outcrop.drivers.grid import stored_chunks
 from outcrop.errors import SourceError, TooLarge
-from outcrop.formats.zarr import ArrayPlan, ZarrFormat, ZarrView, build_view, encode_chunk
+from outcrop.formats.zarr import (
+    ArrayPlan,
+    ZarrFormat,
+    ZarrView,
+    build_view,
+    encode_chunk,
+    transcode_chunk,
+)
 from outcrop.model import CF_ENCODING_KEYS, Query, SeriesInfo, SeriesRequest, StoredChunks
 from outcrop.series import SeriesAnswer, SeriesService
 from outcrop.settings import Settings
@@ -36,6 +43,24 @@ V2_DOCUMENTS = (".zmetadata", ".zgroup", ".zattrs", ".zarray")
 V3_DOCUMENT = "zarr.json"
 STORED_INDEXES = 256  # chunk indexes of variables kept for stored-value reads
 SLAB_BYTES = 4 << 20  # stored values are read in slabs of about this size
+TRANSCODED_FILES = 100_000  # paths of transcoded chunks remembered per process
+
+
+def read_file(path: str, flags: int = 0) -> bytearray | None:
+    """A whole file's bytes, or None if it is gone (or, with `RWF_NOWAIT`, not in memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        buffer = bytearray(size)
+        got = os.preadv(fd, [buffer], 0, flags)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return buffer if got == size else None
 
 
 def zarr_format_of(key: str) -> ZarrFormat:
@@ -48,7 +73,8 @@ def zarr_format_of(key: str) -> ZarrFormat:
 
 @dataclass(frozen=True)
 class ChunkRead:
-    """Where a chunk's bytes come from: ready bytes, a file range, or a chunk to encode."""
+    """Where a chunk's bytes come from: ready bytes, a file range, a chunk to encode
+    (`plan` alone), or a file range to transcode (`plan` and `fd`)."""
 
     key: Hashable
     data: bytes | None = None
@@ -68,6 +94,10 @@ class Pipeline:
         self.catalog = catalog
         self.chunks = ByteLRU(settings.cache_mb * 2**20)
         self._views: dict[tuple[str, str, int], ZarrView] = {}
+        self._transcoded: DiskStore | None = None
+        # Files of transcoded chunks found in the disk store, by key: hits read them
+        # directly, from the event loop when the OS has them in memory.
+        self._transcoded_files: dict[str, str] = {}
         self._fds: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
@@ -111,6 +141,10 @@ class Pipeline:
     def cached_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
         return self._views.get((entry.id, entry.version, fmt))
 
+    @property
+    def zarr_codec(self) -> str:
+        return self.settings.zarr_codec
+
     def zarr_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
         """The Zarr view of a dataset version (blocking): from memory, from the data
         folder, or built by opening the dataset, once."""
@@ -125,7 +159,9 @@ class Pipeline:
 
     def _view_file(self, entry: Entry, fmt: ZarrFormat) -> Path:
         name = hashlib.sha256(entry.id.encode()).hexdigest()[:24]
-        return self.settings.data_dir / "zarr" / f"{name}-{entry.version}-v{fmt}.pickle"
+        folder = self.settings.data_dir / "zarr"
+        codec = self.settings.zarr_codec
+        return folder / f"{name}-{entry.version}-v{fmt}{'' if codec == 'stored' else codec}.pickle"
 
     def _load_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
         """A view saved by an earlier run: a restart answers without reopening the file."""
@@ -137,12 +173,15 @@ class Pipeline:
                 view = pickle.load(f)  # noqa: S301
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
             return None
-        return view if isinstance(view, ZarrView) else None
+        if not isinstance(view, ZarrView) or view.codec != self.settings.zarr_codec:
+            return None
+        return view
 
     def _save_view(self, entry: Entry, view: ZarrView) -> None:
         path = self._view_file(entry, view.zarr_format)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(path.name.split("-", 1)[0] + f"-*-v{view.zarr_format}.pickle"):
+        suffix = path.name.rsplit("-", 1)[1]  # v{format}{codec}.pickle
+        for old in path.parent.glob(path.name.split("-", 1)[0] + f"-*-{suffix}"):
             old.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
@@ -157,7 +196,7 @@ class Pipeline:
         def stored(name: str) -> StoredChunks | None:
             return stored_chunks(path, entry.source.group, name) if single else None
 
-        return build_view(ds, fmt, stored)
+        return build_view(ds, fmt, stored, self.settings.zarr_codec)
 
     def locate_chunk(self, entry: Entry, view: ZarrView, key: str) -> ChunkRead | None:
         """Where a chunk's bytes are, without blocking; None for a chunk never written."""
@@ -172,6 +211,11 @@ class Pipeline:
         if raw is None:
             return None
         fd = self._fd(str(raw.path), entry.version)
+        if plan.source_codecs is not None:
+            # The same bytes serve both formats: the key names the chunk, not the format.
+            chunk = ".".join(map(str, coords))
+            key = f"{entry.id}@{entry.version}/{view.codec}/{plan.name}/{chunk}"
+            return ChunkRead(key, fd=fd, offset=raw.offset, size=raw.size, plan=plan)
         return ChunkRead(cache_key, fd=fd, offset=raw.offset, size=raw.size)
 
     def read_if_cached(self, read: ChunkRead) -> bytearray | None:
@@ -180,6 +224,8 @@ class Pipeline:
         `RWF_NOWAIT` (preadv2, Linux ≥ 4.14) fails instead of waiting for the disk, so
         the event loop serves page-cache hits itself and leaves disk reads to threads.
         """
+        if read.plan is not None:
+            return self._transcoded_if_cached(read)
         if read.fd < 0 or not NOWAIT:
             return None
         buffer = bytearray(read.size)
@@ -193,14 +239,63 @@ class Pipeline:
         """Blocking: read a stored chunk's bytes, or encode the chunk and cache it."""
         if read.data is not None:
             return read.data
-        if read.plan is not None:
+        if read.plan is not None and read.fd < 0:
             data = self._encode(entry, read.plan, read.coords, read.zarr_format)
             self.chunks.set(read.key, data)
             return data
+        if read.plan is not None:
+            return self._transcode(entry, read)
         # Stored chunks are not kept: the OS page cache holds their bytes already.
+        return self._pread(entry, read)
+
+    def _pread(self, entry: Entry, read: ChunkRead) -> bytes:
         data = os.pread(read.fd, read.size, read.offset)
         if len(data) != read.size:
             raise SourceError(f"{entry.id}: a stored chunk is shorter than its index says")
+        return data
+
+    def _transcoded_if_cached(self, read: ChunkRead) -> bytearray | None:
+        """A transcoded chunk whose file is known and in memory, else None: never blocks."""
+        path = self._transcoded_files.get(read.key) if isinstance(read.key, str) else None
+        if path is None or not NOWAIT:
+            return None
+        data = read_file(path, NOWAIT)
+        if data is not None and self._transcoded is not None:
+            self._transcoded.count_hit()
+        return data
+
+    def _transcode(self, entry: Entry, read: ChunkRead) -> bytes:
+        """A stored chunk in the served codec: from the disk store, or transcoded once.
+
+        Transcoded chunks are kept on disk, not in memory: the OS caches the files, and a
+        full read of a large variable would otherwise grow every worker by its size.
+        """
+        assert read.plan is not None and isinstance(read.key, str)
+        store = self._transcoded
+        if store is None:
+            with self._lock:
+                store = self._transcoded = self._transcoded or DiskStore(
+                    self.settings.data_dir / "chunks", self.settings.zarr_cache_mb * 2**20
+                )
+        path = self._transcoded_files.get(read.key)
+        if path is not None:
+            kept = read_file(path)
+            if kept is not None:
+                store.count_hit()
+                return bytes(kept)
+            self._transcoded_files.pop(read.key, None)  # evicted: ask the store
+        found = store.get_with_file(read.key)
+        if found is None:
+            data = transcode_chunk(read.plan, self._pread(entry, read))
+            store.set(read.key, data)
+            found = store.get_with_file(read.key, count=False)
+            if found is None:  # evicted at once: a budget smaller than a few chunks
+                return data
+        data, path = found
+        if path is not None:
+            if len(self._transcoded_files) >= TRANSCODED_FILES:
+                self._transcoded_files.clear()
+            self._transcoded_files[read.key] = path
         return data
 
     def _encode(
@@ -265,6 +360,9 @@ class Pipeline:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self.series.close()
         with self._lock:
+            if self._transcoded is not None:
+                self._transcoded.close()
+                self._transcoded = None
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()

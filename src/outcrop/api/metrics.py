@@ -36,7 +36,7 @@ from outcrop.settings import Settings
 
 log = logger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-DISK_CACHES = ("series", "cutouts")  # folders of data_dir holding a DiskStore
+DISK_CACHES = ("series", "cutouts", "chunks")  # folders of data_dir holding a DiskStore
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -66,7 +66,8 @@ class ZarrApp:
             )
         doc = view.documents.get(key)
         if doc is not None:
-            etag = f'"{entry.version}-{fmt}"'.encode()
+            codec = "" if view.codec == "stored" else f"-{view.codec}"
+            etag = f'"{entry.version}-{fmt}{codec}"'.encode()
             if _header(scope, b"if-none-match") == etag:
                 return 304, b"", JSON, [(b"etag", etag)]
             return 200, doc, JSON, [(b"etag", etag), (b"cache-control", b"no-cache")]
