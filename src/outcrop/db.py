@@ -9,20 +9,26 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
+    Table,
     Text,
     create_engine,
     event,
+    inspect,
+    select,
     text,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -40,15 +46,15 @@ class DatasetRow(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(512), primary_key=True)
-    title: Mapped[str] = mapped_column(Text, default="")
-    description: Mapped[str] = mapped_column(Text, default="")
-    driver: Mapped[str] = mapped_column(String(64), default="grid")
+    title: Mapped[str] = mapped_column(Text, default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    driver: Mapped[str] = mapped_column(String(64), default="grid", server_default="grid")
     root: Mapped[str] = mapped_column(Text, index=True)
     source: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[str] = mapped_column(String(64))
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Why the dataset cannot be opened (e.g. its files overlap); empty when it can.
-    error: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class FileRow(Base):
@@ -61,9 +67,10 @@ class FileRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    series: Mapped[list[Any]] = mapped_column(JSON, default=list)  # groups that are series
-    title: Mapped[str] = mapped_column(Text, default="")
-    error: Mapped[str] = mapped_column(Text, default="")
+    title: Mapped[str] = mapped_column(Text, default="", server_default="")
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The groups that are time series (last: migration 0003 added it to the table).
+    series: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class JobRow(Base):
@@ -195,20 +202,63 @@ def _sqlite_pragmas(conn: Any, _record: Any) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to HEAD; a database already there costs one query, no Alembic."""
+    """Upgrade the schema to HEAD; a database already there costs one query, no Alembic.
+
+    A new, empty database gets the schema of the models at once, stamped HEAD (what
+    `alembic stamp head` writes), instead of every migration in turn: Alembic is not
+    imported on a first start. The models declare what the migrations create (server
+    defaults, column order); a test checks that both schemas are the same.
+    """
     if current_revision(engine) == HEAD:
         return
-    from alembic import command
-    from alembic.config import Config
+    try:
+        _migrate(engine)
+    except DBAPIError:
+        # Processes sharing a new SQLite file: the one that lost the race to create the
+        # tables fails; the schema the winner created is fine.
+        if current_revision(engine) != HEAD:
+            raise
 
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+
+def _migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Nodes starting together: the second waits here, then finds the schema at head.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
+        tables = set(inspect(conn).get_table_names())
+        if not tables & {ALEMBIC_VERSION.name, *Base.metadata.tables}:
+            create_at_head(conn)  # a new database
+            return
+        if ALEMBIC_VERSION.name in tables and _revision(conn) == HEAD:
+            return  # another process migrated it meanwhile
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+# Alembic's own version table, as `alembic stamp` creates it.
+ALEMBIC_VERSION = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+def create_at_head(conn: Connection) -> None:
+    """Create every table of the models and record HEAD as the revision, in `conn`'s
+    transaction (on an empty database)."""
+    Base.metadata.create_all(conn, checkfirst=False)
+    ALEMBIC_VERSION.create(conn, checkfirst=False)
+    conn.execute(ALEMBIC_VERSION.insert().values(version_num=HEAD))
+
+
+def _revision(conn: Connection) -> str | None:
+    return conn.execute(select(ALEMBIC_VERSION.c.version_num)).scalar()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -1,26 +1,24 @@
-"""`create_app()`: the FastAPI application, with the Zarr and OPeNDAP fast paths in front."""
+"""`create_app()`: the Zarr and OPeNDAP fast paths, with the FastAPI application behind
+them built after start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import orjson
 import structlog
 from anyio import CapacityLimiter
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
 
 from outcrop.api.errors import problem
 from outcrop.api.middleware import (
+    Message,
     Receive,
     Scope,
     Send,
@@ -30,37 +28,137 @@ from outcrop.api.middleware import (
     internal_problem,
     with_request_id,
 )
-from outcrop.api.routes import Prefix, Site, install
+from outcrop.api.routes import (
+    Prefix,
+    RouteSet,
+    Site,
+    install,
+    install_prefixes,
+    route_sets,
+    selected,
+)
 from outcrop.catalog import Catalog
 from outcrop.errors import OutcropError
 from outcrop.log import logger
 from outcrop.pipeline import Pipeline
 from outcrop.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from outcrop.jobs import Stoppable
+
 log = logger(__name__)
+# Seconds after start-up at which the FastAPI application is built in the background if
+# no fast-path request is being answered then (the last one answered starts it earlier).
+BUILD_DELAY_S = 1.0
 
 
 class OutcropApp:
     """Routes the fast-path prefixes (`/zarr/…`, `/opendap/…`) to their bare ASGI apps and
     the rest to FastAPI; every request goes through `middleware.handle` (request id,
-    access line, metrics)."""
+    access line, metrics).
 
-    def __init__(self, api: FastAPI, prefixes: list[Prefix], settings: Settings) -> None:
-        self.api = api
-        self.prefixes = tuple(prefixes)
-        self.trusted = TrustedProxies(settings.forwarded_allow_ips)
+    The FastAPI application (importing FastAPI, building every route's models) is not
+    built before the server listens: a first start answers its first Zarr or OPeNDAP
+    request without waiting for it (with one CPU busy importing FastAPI, the answer would
+    wait as long). It is built once, in a background thread, when the fast-path requests
+    in progress are all answered, or `BUILD_DELAY_S` after start-up if none is; a request
+    that needs it before then (`/healthz`, `/api/…`) builds it, or waits for the build.
+    The services of the route sets (the job consumer) start when it is built, and stop,
+    with the pipeline, at shutdown: this app answers the ASGI lifespan itself.
+    """
+
+    def __init__(self, site: Site, chosen: list[RouteSet]) -> None:
+        self.site = site
+        self.chosen = tuple(chosen)
+        self.prefixes = tuple(site.prefixes)
+        self.trusted = TrustedProxies(site.settings.forwarded_allow_ips)
+        self._api: FastAPI | None = None
+        self._failed: BaseException | None = None
+        self._lock = threading.Lock()  # held while building, and while stopping
+        self._scheduled = False  # a background build was started
+        self._timer: threading.Timer | None = None
+        self._answering = 0  # fast-path requests in progress
+        self._serving = False  # lifespan startup received: services run once built
+        self._stopped = False
+        self._running: list[Stoppable] = []
+
+    @property
+    def api(self) -> FastAPI:
+        """The FastAPI application, built now if it is not yet (blocking)."""
+        return self.build()
+
+    def build(self) -> FastAPI:
+        """Build the FastAPI application once (blocking; concurrent callers wait for the
+        first), and start the route sets' services if the server is running. A failed
+        build is logged once and raised again to every caller."""
+        with self._lock:
+            if self._api is not None:
+                return self._api
+            if self._failed is not None:
+                raise RuntimeError("the HTTP application could not be built") from self._failed
+            try:
+                api = build_api(self.site, self.chosen)
+                if self._serving and not self._stopped:
+                    self._start_services()
+            except Exception as exc:
+                self._failed = exc
+                log.exception("app_build_failed")
+                raise
+            self.prefixes = tuple(self.site.prefixes)  # `add` may register prefixes too
+            self._api = api
+            return api
+
+    def build_soon(self) -> None:
+        """Start building in a background thread, unless built or already started."""
+        if self._api is not None or self._scheduled:
+            return
+        self._scheduled = True
+        threading.Thread(target=self._build_quietly, name="outcrop-app-build", daemon=True).start()
+
+    def _build_if_idle(self) -> None:
+        """The start-up timer: build now unless a fast-path request is being answered
+        (the last one to finish starts the build)."""
+        if not self._answering:
+            self.build_soon()
+
+    def _build_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # logged by build(); raised again to requests
+            self.build()
+
+    def _start_services(self) -> None:
+        """Start what the route sets run beside the server (call with the lock held)."""
+        for start in self.site.services:
+            service = start()
+            if service is not None:
+                self._running.append(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.api(scope, receive, send)
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            await (await self._built())(scope, receive, send)
             return
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        for prefix in self.prefixes:
-            if prefix.answers(path):
-                inner = {**scope, "path": path[len(prefix.prefix) :]}
+        prefix = self._prefix(path)
+        if prefix is None and self._api is None:
+            # Not a fast path known yet: the application, once built, may add one. (A
+            # failed build is answered below: a 500 naming the request id.)
+            with contextlib.suppress(Exception):
+                await self._built()
+            prefix = self._prefix(path)
+        if prefix is not None:
+            inner = {**scope, "path": path[len(prefix.prefix) :]}
+            self._answering += 1
+            try:
                 await handle(
                     prefix.app,
                     inner,
@@ -71,10 +169,14 @@ class OutcropApp:
                     route=prefix.route,
                     trusted=self.trusted,
                 )
-                return
+            finally:
+                self._answering -= 1
+            if not self._answering:
+                self.build_soon()
+            return
         api_scope = forwarded(scope, self.trusted)
         await handle(
-            self.api,
+            self._fastapi,
             api_scope,
             receive,
             send,
@@ -84,39 +186,94 @@ class OutcropApp:
             trusted=self.trusted,
         )
 
+    def _prefix(self, path: str) -> Prefix | None:
+        for prefix in self.prefixes:
+            if prefix.answers(path):
+                return prefix
+        return None
+
+    async def _built(self) -> FastAPI:
+        if self._api is not None:
+            return self._api
+        return await anyio.to_thread.run_sync(self.build)
+
+    async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (await self._built())(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await anyio.to_thread.run_sync(self._startup)
+                except Exception as exc:
+                    log.exception("startup_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await anyio.to_thread.run_sync(self._shutdown)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _startup(self) -> None:
+        with self._lock:
+            self._serving = True
+            if self._api is not None and not self._running:
+                self._start_services()  # built before the server started
+        self._timer = threading.Timer(BUILD_DELAY_S, self._build_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _shutdown(self) -> None:
+        """Stop the services (the job consumer puts its current job back), then close the
+        pipeline; a build in progress is waited for."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            running, self._running = self._running, []
+        for service in reversed(running):
+            service.stop()
+        self.site.pipeline.close()
+
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> OutcropApp:
     """The whole server, with the route sets `settings.routes` switches on; `catalog`
-    defaults to the one in the settings' database."""
+    defaults to the one in the settings' database. An unknown route set raises
+    `ConfigError` here; the FastAPI application is built later (see `OutcropApp`)."""
     settings = settings or load_settings()
+    chosen = selected(settings.routes, route_sets())
     catalog = catalog or Catalog(settings)
     if not len(catalog):
         catalog.load()
-    pipeline = Pipeline(settings, catalog)
-    limiter = CapacityLimiter(settings.threads)
-    from outcrop.jobs import JobService, Stoppable
+    site = Site(settings, Pipeline(settings, catalog), CapacityLimiter(settings.threads))
+    install_prefixes(site, chosen)
+    return OutcropApp(site, chosen)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        running: list[Stoppable] = [s for s in (start() for start in site.services) if s]
-        yield
-        for service in reversed(running):  # the job consumer puts its current job back
-            await anyio.to_thread.run_sync(service.stop)
-        pipeline.close()
 
+def build_api(site: Site, chosen: tuple[RouteSet, ...]) -> FastAPI:
+    """The FastAPI application of `site`: the service routes, then every chosen set's."""
     # Swagger UI served from the package (fastapi-offline), not from a CDN.
+    from fastapi_offline import FastAPIOffline
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.middleware.cors import CORSMiddleware
+
+    from outcrop.api import metrics, rest
+    from outcrop.jobs import JobService
+
+    settings, pipeline = site.settings, site.pipeline
     api = FastAPIOffline(
         static_url="/static/docs",
         title="Outcrop",
         version=_version(),
-        lifespan=lifespan,
         description="Scientific data archives over Zarr, REST and more.",
     )
-    site = Site(api, settings, pipeline, limiter)
+    site.application = api
     api.state.settings = settings
     api.state.pipeline = pipeline
-    api.state.limiter = limiter
-    api.state.jobs = JobService(settings, catalog)
+    api.state.limiter = site.limiter
+    api.state.jobs = JobService(settings, pipeline.catalog)
     api.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -127,15 +284,15 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     api.add_exception_handler(OutcropError, outcrop_error)  # type: ignore[arg-type]
     api.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, internal_error)
-    from outcrop.api import metrics, rest
-
     api.include_router(rest.service)
     api.include_router(metrics.router)
-    api.state.routes = install(site, settings.routes)
+    api.state.routes = install(site, chosen)
     api.state.metrics = metrics.registry_for(
-        settings, catalog.engine, _queue_depth(settings) if "jobs" in api.state.routes else None
+        settings,
+        pipeline.catalog.engine,
+        _queue_depth(settings) if "jobs" in api.state.routes else None,
     )
-    return OutcropApp(api, site.prefixes, settings)
+    return api
 
 
 def _queue_depth(settings: Settings) -> Callable[[], int]:
@@ -148,6 +305,8 @@ def _queue_depth(settings: Settings) -> Callable[[], int]:
 
 
 async def outcrop_error(_: Request, exc: OutcropError) -> Response:
+    from fastapi.responses import Response
+
     status, body = problem(exc)
     if status >= 500:
         log.error("request_error", status=status, error=exc.message, exc_info=exc)
@@ -159,6 +318,8 @@ async def outcrop_error(_: Request, exc: OutcropError) -> Response:
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     """Framework errors (unknown route, wrong method) as problem documents, or as the HTML
     404 page for a browser."""
+    from fastapi.responses import Response
+
     from outcrop.web import pages
 
     if exc.status_code == 404 and pages.wants_html(request):
@@ -182,6 +343,8 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
 async def internal_error(_: Request, exc: Exception) -> Response:
     """A bug: a 500 problem document naming the request id. Starlette raises the exception
     again after this response, and `middleware.handle` logs it with its traceback."""
+    from fastapi.responses import Response
+
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
     status, body = internal_problem(request_id)
     return Response(body, status_code=status, media_type="application/problem+json")

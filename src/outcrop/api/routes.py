@@ -9,7 +9,9 @@ adds a protocol without forking, e.g. in its package's `pyproject.toml`:
     instaseis = "mysite.instaseis:ROUTES"   # ROUTES = RouteSet("instaseis", "…", add)
 
 Routers are imported inside `add`, so a server with few sets does not import the others
-(imports dominate start-up time).
+(imports dominate start-up time). `add` runs when the FastAPI application is built, after
+the server started listening (`api.app.OutcropApp`); a set's fast-path prefixes, which
+answer from the start, are added by its `prefixes` function, which must not need FastAPI.
 """
 
 from __future__ import annotations
@@ -57,14 +59,26 @@ class Prefix:
 @dataclass
 class Site:
     """What a route set adds itself to: FastAPI routers, prefix apps, and services started
-    with the server (each a function returning something to `stop()` at shutdown)."""
+    with the server (each a function returning something to `stop()` at shutdown).
 
-    api: FastAPI
+    `api` (and `include`) exist in `RouteSet.add`, which runs when the FastAPI application
+    is built; `RouteSet.prefixes` runs before, with only the prefixes to add to."""
+
     settings: Settings
     pipeline: Pipeline
     limiter: CapacityLimiter
     prefixes: list[Prefix] = field(default_factory=list)
     services: list[Callable[[], Stoppable | None]] = field(default_factory=list)
+    application: FastAPI | None = None  # set when the FastAPI application is built
+
+    @property
+    def api(self) -> FastAPI:
+        if self.application is None:
+            raise RuntimeError(
+                "the FastAPI application is built after start-up: add routes in "
+                "RouteSet.add, not in RouteSet.prefixes"
+            )
+        return self.application
 
     def include(self, router: APIRouter) -> None:
         self.api.include_router(router)
@@ -72,11 +86,14 @@ class Site:
 
 @dataclass(frozen=True)
 class RouteSet:
-    """A named group of routes that `add(site)` installs."""
+    """A named group of routes that `add(site)` installs; `prefixes(site)`, if given,
+    adds the set's fast-path prefixes at start-up, before the FastAPI application exists
+    (a prefix `add` registers answers only once the application is built)."""
 
     name: str
     description: str
     add: Callable[[Site], None]
+    prefixes: Callable[[Site], None] | None = None
 
 
 def route_sets() -> dict[str, RouteSet]:
@@ -114,12 +131,20 @@ def selected(names: Iterable[str], known: dict[str, RouteSet]) -> list[RouteSet]
     return [s for name, s in known.items() if name in wanted]
 
 
-def install(site: Site, names: Iterable[str]) -> list[str]:
-    """Add the sets `names` switches on to `site`; their names."""
-    chosen = selected(names, route_sets())
+def install_prefixes(site: Site, chosen: Iterable[RouteSet]) -> None:
+    """Add the fast-path prefixes of the `chosen` sets to `site` (at start-up)."""
+    for route_set in chosen:
+        if route_set.prefixes is not None:
+            route_set.prefixes(site)
+
+
+def install(site: Site, chosen: Iterable[RouteSet]) -> list[str]:
+    """Add the `chosen` sets' routes to `site` (its FastAPI application built); their names."""
+    names = []
     for route_set in chosen:
         route_set.add(site)
-    return [s.name for s in chosen]
+        names.append(route_set.name)
+    return names
 
 
 def _part(router: APIRouter, keep: Callable[[str], bool]) -> APIRouter:
@@ -141,19 +166,28 @@ def add_rest(site: Site) -> None:
     site.include(rest.router)
 
 
-def add_zarr(site: Site) -> None:
+def zarr_prefix(site: Site) -> None:
     from outcrop.api.zarr import ZarrApp
 
     app = ZarrApp(site.pipeline, site.limiter)
     site.prefixes.append(Prefix("/zarr/", app, "/zarr/{path}", logging.DEBUG))
 
 
-def add_opendap(site: Site) -> None:
+def opendap_prefix(site: Site) -> None:
     from outcrop.api.opendap import OpendapApp
-    from outcrop.web import pages
 
     app = OpendapApp(site.pipeline, site.limiter)
     site.prefixes.append(Prefix("/opendap/", app, "/opendap/{path}", except_suffixes=(".html",)))
+
+
+def add_zarr(site: Site) -> None:
+    """Nothing beyond its prefix."""
+
+
+def add_opendap(site: Site) -> None:
+    """The HTML form of each dataset (`/opendap/{id}.html`)."""
+    from outcrop.web import pages
+
     site.include(_part(pages.router, _is_dap_page))
 
 
@@ -201,8 +235,13 @@ def add_web(site: Site) -> None:
 
 
 REST = RouteSet("rest", "catalog, metadata and subsets (/api/datasets…)", add_rest)
-ZARR = RouteSet("zarr", "Zarr v2 and v3 (/zarr/…)", add_zarr)
-OPENDAP = RouteSet("opendap", "OPeNDAP DAP2 and DAP4, and its HTML form (/opendap/…)", add_opendap)
+ZARR = RouteSet("zarr", "Zarr v2 and v3 (/zarr/…)", add_zarr, zarr_prefix)
+OPENDAP = RouteSet(
+    "opendap",
+    "OPeNDAP DAP2 and DAP4, and its HTML form (/opendap/…)",
+    add_opendap,
+    opendap_prefix,
+)
 HAPI = RouteSet("hapi", "HAPI 3 time series (/hapi/…)", add_hapi)
 DAS2 = RouteSet("das2", "das2 time series (/das2/…)", add_das2)
 JOBS = RouteSet("jobs", "asynchronous jobs (/api/jobs…) and the embedded job consumer", add_jobs)
