@@ -286,7 +286,10 @@ class Pipeline:
             self._transcoded_files.pop(read.key, None)  # evicted: ask the store
         found = store.get_with_file(read.key)
         if found is None:
-            data = transcode_chunk(read.plan, self._pread(entry, read))
+            # On the decode pool (a thread per core): the work is CPU-bound, and its
+            # megabyte buffers then come from a few malloc arenas, not one per thread.
+            raw = self._pread(entry, read)
+            data = self.pool().submit(transcode_chunk, read.plan, raw).result()
             store.set(read.key, data)
             found = store.get_with_file(read.key, count=False)
             if found is None:  # evicted at once: a budget smaller than a few chunks
