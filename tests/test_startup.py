@@ -322,12 +322,10 @@ async def test_a_prefix_added_by_a_deferred_set_answers_its_first_request(
     assert late_plugin.events == []  # no lifespan (no server running): no services
 
 
-async def lifespan(app: OutcropApp, messages: list[str]) -> list[str]:
-    """Drive the ASGI lifespan protocol with `messages`; the replies."""
+async def lifespan(app: OutcropApp, inbox: list[str], replies: list[str]) -> None:
+    """Drive the ASGI lifespan protocol: send the messages of `inbox` as they appear in it
+    (the caller may append more while this runs), append the app's replies to `replies`."""
     import anyio
-
-    inbox = list(messages)
-    replies: list[str] = []
 
     async def receive() -> dict[str, Any]:
         while not inbox:
@@ -338,7 +336,6 @@ async def lifespan(app: OutcropApp, messages: list[str]) -> list[str]:
         replies.append(message["type"])
 
     await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
-    return replies
 
 
 @pytest.mark.anyio
@@ -354,19 +351,10 @@ async def test_services_start_once_built_in_the_background_and_stop_at_shutdown(
     app = create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
     closed: list[bool] = []
     monkeypatch.setattr(app.site.pipeline, "close", lambda: closed.append(True))
-    inbox = ["lifespan.startup"]
-    replies: list[str] = []
-
-    async def receive() -> dict[str, Any]:
-        while not inbox:
-            await anyio.sleep(0.01)
-        return {"type": inbox.pop(0)}
-
-    async def send(message: dict[str, Any]) -> None:
-        replies.append(message["type"])
+    inbox, replies = ["lifespan.startup"], []
 
     async with anyio.create_task_group() as group:
-        group.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        group.start_soon(lifespan, app, inbox, replies)
         with anyio.fail_after(30):
             while late_plugin.events != ["started"]:
                 await anyio.sleep(0.01)
@@ -384,7 +372,8 @@ async def test_a_shutdown_before_any_build_builds_nothing(
 ) -> None:
     settings, catalog = served
     app = create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
-    replies = await lifespan(app, ["lifespan.startup", "lifespan.shutdown"])
+    replies: list[str] = []
+    await lifespan(app, ["lifespan.startup", "lifespan.shutdown"], replies)
     assert replies == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert app.site.application is None
     assert late_plugin.events == []

@@ -141,10 +141,6 @@ class Pipeline:
     def cached_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
         return self._views.get((entry.id, entry.version, fmt))
 
-    @property
-    def zarr_codec(self) -> str:
-        return self.settings.zarr_codec
-
     def zarr_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
         """The Zarr view of a dataset version (blocking): from memory, from the data
         folder, or built by opening the dataset, once."""

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 ZarrFormat = Literal[2, 3]
 ZarrCodec = Literal["stored", "lz4", "zstd"]
-ZARR_CODECS: tuple[ZarrCodec, ...] = ("stored", "lz4", "zstd")
 BLOSC_CLEVEL = 5  # zarr-python's default Blosc level
 ENCODED_CLEVEL = 1
 METADATA_KEYS = {2: ".zmetadata", 3: "zarr.json"}
