@@ -39,6 +39,19 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def add_route_plugin(monkeypatch: pytest.MonkeyPatch, name: str, target: str) -> None:
+    """The installed `outcrop.routes` entry points plus `name = target`, as if a package
+    declaring it were installed."""
+    from importlib.metadata import EntryPoint, entry_points
+
+    from outcrop.api import routes
+
+    def with_plugin(group: str) -> list[EntryPoint]:
+        return [*entry_points(group=group), EntryPoint(name, target, group)]
+
+    monkeypatch.setattr(routes, "entry_points", with_plugin)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

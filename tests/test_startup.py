@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,13 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 
 from outcrop.api import app as app_module
-from outcrop.api import routes
 from outcrop.api.app import OutcropApp, create_app
 from outcrop.api.routes import Prefix, RouteSet, Site
 from outcrop.catalog import Catalog
 from outcrop.db import HEAD, MIGRATIONS, connect, current_revision
 from outcrop.settings import Settings
 from tests import test_catalog
-from tests.conftest import DATA, free_port, start_server
+from tests.conftest import DATA, add_route_plugin, free_port, start_server
 
 postgres_url = test_catalog.postgres_url  # a fresh schema, dropped after the test
 GRIDS = DATA / "grids"
@@ -300,21 +298,22 @@ LATE = RouteSet("late", "a prefix and a service added when the app is built", ad
 
 @pytest.fixture
 def late_plugin(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    def with_plugin(group: str) -> list[EntryPoint]:
-        found = list(entry_points(group=group))
-        return [*found, EntryPoint("late", f"{__name__}:LATE", group)]
-
-    monkeypatch.setattr(routes, "entry_points", with_plugin)
+    add_route_plugin(monkeypatch, "late", f"{__name__}:LATE")
     RECORDER.events.clear()
     return RECORDER
+
+
+def late_app(served: tuple[Settings, Catalog]) -> OutcropApp:
+    """The app over `served` with the REST routes and the `late` plugin's."""
+    settings, catalog = served
+    return create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
 
 
 @pytest.mark.anyio
 async def test_a_prefix_added_by_a_deferred_set_answers_its_first_request(
     served: tuple[Settings, Catalog], late_plugin: Recorder
 ) -> None:
-    settings, catalog = served
-    app = create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
+    app = late_app(served)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/late/x")
@@ -347,8 +346,7 @@ async def test_services_start_once_built_in_the_background_and_stop_at_shutdown(
     import anyio
 
     monkeypatch.setattr(app_module, "BUILD_DELAY_S", 0.05)
-    settings, catalog = served
-    app = create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
+    app = late_app(served)
     closed: list[bool] = []
     monkeypatch.setattr(app.site.pipeline, "close", lambda: closed.append(True))
     inbox, replies = ["lifespan.startup"], []
@@ -370,8 +368,7 @@ async def test_services_start_once_built_in_the_background_and_stop_at_shutdown(
 async def test_a_shutdown_before_any_build_builds_nothing(
     served: tuple[Settings, Catalog], late_plugin: Recorder
 ) -> None:
-    settings, catalog = served
-    app = create_app(settings.model_copy(update={"routes": ["rest", "late"]}), catalog)
+    app = late_app(served)
     replies: list[str] = []
     await lifespan(app, ["lifespan.startup", "lifespan.shutdown"], replies)
     assert replies == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from fastapi import APIRouter
 from outcrop.api import create_app, routes
 from outcrop.errors import ConfigError
 from outcrop.settings import Settings
-from tests.conftest import DATA, Server, free_port, start_server
+from tests.conftest import DATA, Server, add_route_plugin, free_port, start_server
 
 BUILTIN = {"rest", "zarr", "opendap", "hapi", "das2", "jobs", "images", "web"}
 DATASET = "timeseries/SOI_Darwin"
@@ -57,12 +57,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     """The installed entry points plus `extra`, as if a package declaring it were installed."""
-
-    def with_plugin(group: str) -> list[EntryPoint]:
-        found = list(entry_points(group=group))
-        return [*found, EntryPoint("extra", f"{__name__}:EXTRA", group)]
-
-    monkeypatch.setattr(routes, "entry_points", with_plugin)
+    add_route_plugin(monkeypatch, "extra", f"{__name__}:EXTRA")
 
 
 def client_for(tmp_path: Path, names: list[str]) -> httpx.AsyncClient:
