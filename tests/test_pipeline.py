@@ -61,3 +61,37 @@ def test_a_corrupt_saved_view_is_rebuilt(pipeline: Pipeline) -> None:
         path.write_bytes(b"not a pickle")
     again = Pipeline(pipeline.settings, pipeline.catalog)
     assert again.zarr_view(entry, 2).documents == built.documents
+
+
+def test_a_mirrored_view_carries_the_attributes_a_declaration_adds_or_hides(
+    tmp_path: Path,
+) -> None:
+    """The mirror (h5py, no xarray) applies `attrs`/`hide_attrs` as `Catalog.open` does:
+    the xarray-opened dataset is the reference."""
+    import json
+
+    from outcrop.settings import DatasetConfig
+
+    path = tmp_path / "file.nc"
+    ds = xr.Dataset(
+        {"t": (("x",), np.arange(3.0), {"long_name": "T", "units": "K"})},
+        attrs={"title": "hidden", "source": "kept"},
+    )
+    ds.to_netcdf(path)
+    declared = DatasetConfig(
+        id="one",
+        source=str(path),
+        attrs={"institution": "Outcrop tests"},
+        hide_attrs=["long_name", "title"],
+    )
+    settings = Settings(datasets=[declared], data_dir=tmp_path / "state")
+    catalog = Catalog(settings)
+    catalog.refresh()
+    pipeline = Pipeline(settings, catalog)
+    view = pipeline.zarr_view(pipeline.entry("one"), 2)
+    assert view.mirror
+    metadata = json.loads(view.documents[".zmetadata"])["metadata"]
+    reference = catalog.open("one")
+    assert metadata[".zattrs"] == reference.attrs
+    attrs = {k: v for k, v in metadata["t/.zattrs"].items() if k != "_ARRAY_DIMENSIONS"}
+    assert attrs == reference["t"].attrs

@@ -14,7 +14,16 @@ import threading
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
 
-import structlog
+# structlog imports rich, when it is installed, to colour console tracebacks: ~0.1 s of a
+# first start. These logs are JSON lines, so structlog is loaded without seeing it.
+_hide_rich = "rich" not in sys.modules
+if _hide_rich:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+try:
+    import structlog
+finally:
+    if _hide_rich:
+        del sys.modules["rich"]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 SILENT = 100

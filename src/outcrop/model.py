@@ -127,6 +127,34 @@ class StoredChunks:
         return len(self.index) == math.prod(grid)
 
 
+@dataclass(frozen=True)
+class StoredVariable:
+    """One variable of a NetCDF-4 file as stored: its dtype, dimensions and attributes
+    before any CF decoding (`_FillValue`, `scale_factor`, `units` … as written).
+
+    `attrs` hold JSON values (netCDF-4's own bookkeeping attributes left out); `fill` is
+    the HDF5 fill value in `dtype`; `stored` is the chunk index when numcodecs decodes
+    the chunks as they lie, `chunks` the HDF5 chunk shape (None: contiguous or compact).
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    attrs: dict[str, Any]
+    fill: bytes
+    chunks: tuple[int, ...] | None
+    stored: StoredChunks | None
+
+
+@dataclass(frozen=True)
+class StoredGroup:
+    """A NetCDF-4 group as stored: what a Zarr view mirrors without decoding anything."""
+
+    attrs: dict[str, Any]
+    variables: tuple[StoredVariable, ...]
+
+
 # -- time series ------------------------------------------------------------------------
 # Times are UTC nanoseconds since 1970-01-01T00:00Z: `datetime64[ns]` arrays, int64 bounds.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -19,17 +20,26 @@ import numpy as np
 
 from outcrop.cache import ByteLRU, DiskStore
 from outcrop.catalog import Catalog, Entry
-from outcrop.drivers.grid import stored_chunks
+from outcrop.drivers.grid import read_stored, stored_chunks, stored_group
 from outcrop.errors import SourceError, TooLarge
+from outcrop.formats.mirror import build_stored_view
 from outcrop.formats.zarr import (
     ArrayPlan,
     ZarrFormat,
     ZarrView,
     build_view,
+    compress_block,
     encode_chunk,
     transcode_chunk,
 )
-from outcrop.model import CF_ENCODING_KEYS, Query, SeriesInfo, SeriesRequest, StoredChunks
+from outcrop.model import (
+    CF_ENCODING_KEYS,
+    Query,
+    SeriesInfo,
+    SeriesRequest,
+    StoredChunks,
+    StoredGroup,
+)
 from outcrop.series import SeriesAnswer, SeriesService
 from outcrop.settings import Settings
 
@@ -185,9 +195,16 @@ class Pipeline:
         Path(tmp).replace(path)
 
     def _build_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView:
-        ds = self.catalog.open(entry.id)
+        """A single NetCDF-4 file is mirrored as stored, read with h5py alone (what a
+        first start needs: no xarray, dask or zarr to import); anything else, or a file
+        holding what only xarray's decoding serves (strings …), through xarray."""
         path = entry.source.paths[0]
         single = len(entry.source.paths) == 1 and not entry.source.aggregate
+        if single and entry.driver == "grid":
+            group = stored_group(path, entry.source.group)
+            if group is not None:
+                return build_stored_view(decorated(group, entry), fmt, self.settings.zarr_codec)
+        ds = self.catalog.open(entry.id)
 
         def stored(name: str) -> StoredChunks | None:
             return stored_chunks(path, entry.source.group, name) if single else None
@@ -300,6 +317,12 @@ class Pipeline:
     def _encode(
         self, entry: Entry, plan: ArrayPlan, coords: tuple[int, ...], fmt: ZarrFormat
     ) -> bytes:
+        if plan.from_file:
+            source = entry.source
+            region = plan.region(coords)
+            return compress_block(
+                plan, read_stored(source.paths[0], source.group, plan.name, region)
+            )
         import dask
 
         ds = self.catalog.open(entry.id)
@@ -545,6 +568,19 @@ def stored_chunks_of(entry: Entry) -> Callable[[str], StoredChunks | None] | Non
         return None
     path, group = entry.source.paths[0], entry.source.group
     return lambda name: stored_chunks(path, group, name)
+
+
+def decorated(group: StoredGroup, entry: Entry) -> StoredGroup:
+    """`group` with the attributes its declaration adds or hides (as `Catalog.open`)."""
+    if not entry.attrs and not entry.hide_attrs:
+        return group
+    hidden = set(entry.hide_attrs)
+
+    def keep(attrs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in attrs.items() if k not in hidden}
+
+    variables = tuple(dataclasses.replace(v, attrs=keep(v.attrs)) for v in group.variables)
+    return StoredGroup(keep({**group.attrs, **entry.attrs}), variables)
 
 
 def remove_stale_subsets(settings: Settings) -> None:

@@ -44,7 +44,10 @@ ENCODING_KEYS = (
     "units",
     "calendar",
 )
-AWKWARD = ["nc4", "nc3", "named_c", "contiguous_big", "store_v2", "store_v3"]
+# nc4 holds strings, so its view is built through xarray; nc4_numeric, the same file
+# without them, is mirrored as stored (formats/mirror.py): every feature is checked on both.
+NC4 = ["nc4", "nc4_numeric"]
+AWKWARD = [*NC4, "nc3", "named_c", "contiguous_big", "store_v2", "store_v3"]
 
 
 def local(archive: Path, rel: str) -> xr.Dataset:
@@ -119,8 +122,9 @@ STATIONS = np.array(["ab", "cdefg", ""], "S5")
 GRID = np.arange(70).reshape(10, 7)
 
 
-def write_nc4(path: Path) -> None:
-    """NetCDF4 variables with the features that break naive Zarr views."""
+def write_nc4(path: Path, text: bool = True) -> None:
+    """NetCDF4 variables with the features that break naive Zarr views; `text`: with a
+    char array and a string variable."""
     with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         nc.createDimension("time", None)
         nc.createDimension("y", 10)
@@ -132,8 +136,11 @@ def write_nc4(path: Path) -> None:
         t[:] = np.arange(6) * 6.0
         crs = nc.createVariable("crs", "i4", ())
         crs.grid_mapping_name, crs.semi_major_axis = "latitude_longitude", 6371229.0
-        nc.createVariable("name", "S1", ("station", "strlen"))[:] = netCDF4.stringtochar(STATIONS)
-        nc.createVariable("label", str, ("station",))[:] = np.array(["alpha", "béta", ""], object)
+        if text:
+            chars = netCDF4.stringtochar(STATIONS)
+            nc.createVariable("name", "S1", ("station", "strlen"))[:] = chars
+            labels = np.array(["alpha", "béta", ""], object)
+            nc.createVariable("label", str, ("station",))[:] = labels
         for dt in ("i1", "u1", "u2", "u4", "i8", "u8"):
             v = nc.createVariable(
                 f"v_{dt}", dt, ("y", "x"), zlib=True, chunksizes=(4, 3), fill_value=np.array(7, dt)
@@ -239,6 +246,7 @@ def write_stores(folder: Path) -> None:
 def awkward(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("awkward")
     write_nc4(root / "nc4.nc")
+    write_nc4(root / "nc4_numeric.nc", text=False)
     write_nc3(root / "nc3.nc")
     write_named_c(root / "named_c.nc")
     write_contiguous_big(root / "contiguous_big.nc")
@@ -297,6 +305,7 @@ def chunk_url(base: str, name: str, coords: tuple[int, ...], fmt: int) -> str:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("ds_id", NC4)
 @pytest.mark.parametrize(
     ("name", "coords"),
     [("edge", (1, 2, 2)), ("checked", (1, 0)), ("bigendian", (0, 0)), ("v_u8", (2, 2))],
@@ -304,13 +313,14 @@ def chunk_url(base: str, name: str, coords: tuple[int, ...], fmt: int) -> str:
 def test_stored_chunks_are_served_byte_for_byte(
     awkward_server: Server,
     awkward: Path,
+    ds_id: str,
     name: str,
     coords: tuple[int, ...],
     zarr_format: int,
 ) -> None:
     """zlib/shuffle/fletcher32 chunks go out exactly as HDF5 stored them."""
-    base = f"{awkward_server.url}/zarr/nc4"
-    with h5py.File(awkward / "nc4.nc") as f:
+    base = f"{awkward_server.url}/zarr/{ds_id}"
+    with h5py.File(awkward / f"{ds_id}.nc") as f:
         var = f[name]
         offset = tuple(i * c for i, c in zip(coords, var.chunks, strict=True))
         mask, stored = var.id.read_direct_chunk(offset)
@@ -319,17 +329,25 @@ def test_stored_chunks_are_served_byte_for_byte(
 
 
 @pytest.mark.parametrize(
-    "name", ["contig", "bzip2ed", "zstded", "bigendian_bz", "checked_f8", "name"]
+    ("ds_id", "name"),
+    [
+        *[
+            (ds_id, name)
+            for ds_id in NC4
+            for name in ("contig", "bzip2ed", "zstded", "bigendian_bz", "checked_f8")
+        ],
+        ("nc4", "name"),
+    ],
 )
 def test_encoded_chunks_decode_to_local_values(
-    awkward_server: Server, awkward: Path, name: str
+    awkward_server: Server, awkward: Path, ds_id: str, name: str
 ) -> None:
     """Unknown filters, contiguous and char variables: zstd-encoded chunks, checked by hand."""
-    base = f"{awkward_server.url}/zarr/nc4"
+    base = f"{awkward_server.url}/zarr/{ds_id}"
     meta = get_json(f"{base}/{name}/.zarray")
     assert meta["compressor"]["id"] == "zstd"
     assert meta["filters"] is None
-    with netCDF4.Dataset(awkward / "nc4.nc") as nc:
+    with netCDF4.Dataset(awkward / f"{ds_id}.nc") as nc:
         nc.set_auto_maskandscale(False)
         nc.set_auto_chartostring(False)
         expected = nc[name][:]
@@ -340,10 +358,11 @@ def test_encoded_chunks_decode_to_local_values(
     np.testing.assert_array_equal(got[region], np.asarray(expected)[region])
 
 
+@pytest.mark.parametrize("ds_id", NC4)
 def test_unwritten_chunks_read_as_the_files_fill_value(
-    awkward_server: Server, awkward: Path
+    awkward_server: Server, awkward: Path, ds_id: str
 ) -> None:
-    base = f"{awkward_server.url}/zarr/nc4"
+    base = f"{awkward_server.url}/zarr/{ds_id}"
     for fmt in (2, 3):
         # _FillValue -1.5 is both the HDF5 fill and the Zarr fill: a missing key
         assert httpx.get(chunk_url(base, "holes", (1, 0), fmt)).status_code == 404
@@ -351,7 +370,7 @@ def test_unwritten_chunks_read_as_the_files_fill_value(
     assert httpx.get(chunk_url(base, "holes_default", (0, 0), 3)).status_code == 404
     # ...but a v2 fill_value would mask it, so v2 gets the fill values encoded
     assert httpx.get(chunk_url(base, "holes_default", (0, 0), 2)).status_code == 200
-    with xr.open_dataset(awkward / "nc4.nc") as expected:
+    with xr.open_dataset(awkward / f"{ds_id}.nc") as expected:
         assert int(expected["holes_default"][0, 0]) == netCDF4.default_fillvals["i4"]
         for fmt in (2, 3):
             remote = xr.open_zarr(base, zarr_format=fmt)
@@ -368,13 +387,14 @@ def test_large_contiguous_variable_is_served_in_bounded_chunks(awkward_server: S
     assert np.prod(meta["chunks"]) * 8 <= 4 * 2**20
 
 
+@pytest.mark.parametrize("ds_id", NC4)
 def test_chunks_larger_than_the_variable_are_served_raw(
-    awkward_server: Server, awkward: Path
+    awkward_server: Server, awkward: Path, ds_id: str
 ) -> None:
     """An unlimited dim chunked by 1024 on disk with 6 values: the file's chunk, as is."""
-    base = f"{awkward_server.url}/zarr/nc4"
+    base = f"{awkward_server.url}/zarr/{ds_id}"
     assert get_json(f"{base}/bigchunk/.zarray")["chunks"] == [1024]
-    with h5py.File(awkward / "nc4.nc") as f:
+    with h5py.File(awkward / f"{ds_id}.nc") as f:
         stored = f["bigchunk"].id.read_direct_chunk((0,))[1]
     assert get_bytes(f"{base}/bigchunk/0") == stored
 
@@ -441,3 +461,15 @@ def test_a_dataset_url_without_a_key_says_how_to_open_it(server: Server) -> None
     r = httpx.get(f"{server.url}/zarr/cmip6/ta_Amon_1950")
     assert r.status_code == 404
     assert "/zarr/cmip6/ta_Amon_1950/.zmetadata" in r.json()["detail"]
+
+
+def test_plain_netcdf4_files_are_mirrored_and_files_with_strings_go_through_xarray(
+    awkward_server: Server,
+) -> None:
+    """Which builder made a view shows in its ETag (`-m`: mirrored as stored), so the
+    tests above check each feature through both."""
+    for fmt, doc in ((2, ".zmetadata"), (3, "zarr.json")):
+        mirrored = httpx.get(f"{awkward_server.url}/zarr/nc4_numeric/{doc}")
+        through_xarray = httpx.get(f"{awkward_server.url}/zarr/nc4/{doc}")
+        assert mirrored.headers["etag"].endswith(f'-{fmt}-m"')
+        assert through_xarray.headers["etag"].endswith(f'-{fmt}"')

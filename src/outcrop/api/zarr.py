@@ -67,7 +67,8 @@ class ZarrApp:
         doc = view.documents.get(key)
         if doc is not None:
             codec = "" if view.codec == "stored" else f"-{view.codec}"
-            etag = f'"{entry.version}-{fmt}{codec}"'.encode()
+            mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
+            etag = f'"{entry.version}-{fmt}{codec}{mirror}"'.encode()
             if _header(scope, b"if-none-match") == etag:
                 return 304, b"", JSON, [(b"etag", etag)]
             return 200, doc, JSON, [(b"etag", etag), (b"cache-control", b"no-cache")]

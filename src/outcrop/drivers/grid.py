@@ -15,7 +15,7 @@ import numpy as np
 
 from outcrop.drivers import Probe, Source, stored_form
 from outcrop.errors import SourceError
-from outcrop.model import StoredChunks
+from outcrop.model import StoredChunks, StoredGroup, StoredVariable
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -332,29 +332,183 @@ def stored_chunks(path: Path, group: str | None, name: str) -> StoredChunks | No
     with h5py.File(path, "r") as f:
         node = f[group] if group else f
         var = node.get(name)
-        if not isinstance(var, h5py.Dataset) or var.chunks is None:
+        if not isinstance(var, h5py.Dataset):
             return None
-        filters = _filter_pipeline(var)
-        if filters is None or var.dtype.kind not in "biuf":
-            return None
-        index: dict[tuple[int, ...], tuple[int, int]] = {}
-        chunks = var.chunks
+        return _chunk_index(path, var)
 
-        def note(info: Any) -> None:
-            if info.filter_mask == 0:
-                key = tuple(o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
-                index[key] = (info.byte_offset, info.size)
-            else:  # a chunk stored with a filter skipped: can't be described uniformly
-                raise _Mixed
 
-        try:
-            var.id.chunk_iter(note)
-        except _Mixed:
-            return None
-        fill = np.asarray(var.fillvalue, dtype=var.dtype).tobytes()
-        return StoredChunks(
-            path, var.dtype.str, tuple(var.shape), tuple(chunks), filters, fill, index
-        )
+def _chunk_index(path: Path, var: Any) -> StoredChunks | None:
+    """Where each stored chunk of an h5py dataset lies, if numcodecs decodes them all."""
+    if var.chunks is None or var.dtype.kind not in "biuf":
+        return None
+    filters = _filter_pipeline(var)
+    if filters is None:
+        return None
+    index: dict[tuple[int, ...], tuple[int, int]] = {}
+    chunks = var.chunks
+
+    def note(info: Any) -> None:
+        if info.filter_mask == 0:
+            key = tuple(o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
+            index[key] = (info.byte_offset, info.size)
+        else:  # a chunk stored with a filter skipped: can't be described uniformly
+            raise _Mixed
+
+    try:
+        var.id.chunk_iter(note)
+    except _Mixed:
+        return None
+    fill = np.asarray(var.fillvalue, dtype=var.dtype).tobytes()
+    return StoredChunks(path, var.dtype.str, tuple(var.shape), tuple(chunks), filters, fill, index)
+
+
+# netCDF-4's bookkeeping attributes, which the netCDF library never shows as attributes.
+NETCDF_INTERNAL_ATTRS = frozenset(
+    {
+        "_Netcdf4Dimid",
+        "_Netcdf4Coordinates",
+        "_NCProperties",
+        "_nc3_strict",
+        "_IsNetcdf4",
+        "_SuperblockVersion",
+        "DIMENSION_LIST",
+        "REFERENCE_LIST",
+        "CLASS",
+        "NAME",
+    }
+)
+
+
+class _NotPlain(Exception):
+    """The group holds something the stored form can't mirror as it is."""
+
+
+def stored_group(path: Path, group: str | None = None) -> StoredGroup | None:
+    """A NetCDF-4 group as stored, read with h5py alone (no xarray, no libnetcdf), or None
+    when something in it needs xarray's decoding to be served: strings, enums, compound
+    or variable-length types, non-finite attribute values, HDF5 datasets without netCDF
+    dimensions, a dimension and a variable of the same name that are not one another."""
+    if not is_hdf5(path):
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            node = f[group] if group else f
+            if not isinstance(node, h5py.Group):
+                return None
+            variables = []
+            for name in _creation_order(node):
+                item = node.get(name)
+                if not isinstance(item, h5py.Dataset) or _dimension_only(item):
+                    continue
+                variables.append(_stored_variable(path, name, item))
+            return StoredGroup(_json_attrs(node.attrs), tuple(variables))
+    except (_NotPlain, KeyError, TypeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def read_stored(path: Path, group: str | None, name: str, region: tuple[slice, ...]) -> Any:
+    """The stored values of `name[region]` (no CF decoding), as h5py reads them."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        var = (f[group] if group else f)[name]
+        return var[region] if region else var[()]
+
+
+def _creation_order(node: Any) -> list[str]:
+    """Member names in the order they were created (netCDF-4 tracks it), else by name."""
+    import h5py
+
+    names: list[str] = []
+    try:
+        node.id.links.iterate(lambda n: names.append(n.decode()), idx_type=h5py.h5.INDEX_CRT_ORDER)
+    except (KeyError, ValueError, RuntimeError):  # order not tracked: by name
+        return list(node)
+    return names
+
+
+def _dimension_only(var: Any) -> bool:
+    name = var.attrs.get("NAME", b"")
+    return isinstance(name, bytes) and name.startswith(NETCDF_DIM_ONLY)
+
+
+def _stored_variable(path: Path, name: str, var: Any) -> StoredVariable:
+    import h5py
+
+    dtype = var.dtype
+    if dtype.kind not in "iuf" or h5py.check_enum_dtype(dtype) is not None:
+        raise _NotPlain(name)
+    return StoredVariable(
+        name=name,
+        dims=_dimension_names(name, var),
+        shape=tuple(var.shape),
+        dtype=dtype.str,
+        attrs=_json_attrs(var.attrs),
+        fill=np.asarray(var.fillvalue, dtype=dtype).tobytes(),
+        chunks=tuple(var.chunks) if var.chunks else None,
+        stored=_chunk_index(path, var),
+    )
+
+
+def _dimension_names(name: str, var: Any) -> tuple[str, ...]:
+    """netCDF dimension names: the dimension scales attached to each axis."""
+    if var.ndim == 0:
+        return ()
+    if var.attrs.get("CLASS") == b"DIMENSION_SCALE":
+        if var.ndim != 1:
+            raise _NotPlain(name)
+        return (name,)
+    names = []
+    for axis in var.dims:
+        if len(axis) != 1:
+            raise _NotPlain(name)
+        dim = axis[0].name.rsplit("/", 1)[-1]
+        if dim.startswith("_nc4_non_coord_"):
+            raise _NotPlain(name)
+        names.append(dim)
+    return tuple(names)
+
+
+def _json_attrs(attrs: Any) -> dict[str, Any]:
+    """Attributes as the netCDF library reads them (length-1 arrays as scalars, text as
+    str), in JSON types (a `_FillValue` may be NaN: the Zarr view spells it as its format
+    does); netCDF-4's own bookkeeping left out."""
+    import h5py
+
+    out: dict[str, Any] = {}
+    for key in attrs:
+        if key in NETCDF_INTERNAL_ATTRS:
+            continue
+        value = attrs[key]
+        if isinstance(value, h5py.Empty):
+            if value.dtype.kind not in "SO":
+                raise _NotPlain(key)
+            value = ""
+        out[key] = _json_value(key, value)
+    return out
+
+
+def _json_value(key: str, value: Any) -> Any:
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind == "O":
+        items = [_json_value(key, v) for v in array.ravel()]
+        if not all(isinstance(v, str) for v in items):
+            raise _NotPlain(key)
+        return items[0] if len(items) == 1 else items
+    if array.dtype.kind == "S":
+        items = [v.decode("utf-8") for v in array.ravel()]
+        return items[0] if len(items) == 1 else items
+    if array.dtype.kind not in "iuf" or array.ndim > 1:
+        raise _NotPlain(key)
+    if array.dtype.kind == "f" and key != "_FillValue" and not np.isfinite(array).all():
+        raise _NotPlain(key)  # NaN or infinite: JSON has no spelling xarray reads back
+    return array.item() if array.size == 1 else array.tolist()
 
 
 class _Mixed(Exception):

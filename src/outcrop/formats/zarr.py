@@ -49,6 +49,8 @@ class ArrayPlan:
     compress them; `stored`, when set, is where the chunks already lie in that form, or,
     with `source_codecs`, compressed by those instead (decoded and re-encoded on request).
     `char_dim` marks a fixed-width string variable served as characters (NetCDF `S1`).
+    `from_file` (views mirroring a file as stored): a chunk not served as stored is the
+    file's stored values of its region, compressed, rather than the dataset's, CF-encoded.
     """
 
     name: str
@@ -59,6 +61,7 @@ class ArrayPlan:
     codecs: tuple[Any, ...] = ()
     char_dim: bool = False
     source_codecs: tuple[Any, ...] | None = None
+    from_file: bool = False  # unstored chunks: the file's values as stored, not CF-encoded
 
     def grid(self) -> tuple[int, ...]:
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunks, strict=True))
@@ -83,6 +86,7 @@ class ZarrView:
     documents: dict[str, bytes]
     plans: dict[str, ArrayPlan]
     codec: ZarrCodec = "stored"
+    mirror: bool = False  # built from the file as stored (`build_stored_view`)
 
     def parse_chunk_key(self, key: str) -> tuple[ArrayPlan, tuple[int, ...]]:
         """The array and chunk coordinates of a chunk key, or DatasetNotFound.
@@ -354,7 +358,12 @@ def encode_chunk(
     if plan.char_dim:
         part = _as_characters(part, plan.name)
     encoded = encode_zarr_variable(part, name=plan.name, zarr_format=fmt)
-    block = np.asarray(encoded.values).astype(plan.dtype, copy=False)
+    return compress_block(plan, encoded.values)
+
+
+def compress_block(plan: ArrayPlan, values: Any) -> bytes:
+    """One chunk's values in the plan's layout, padded to the chunk shape, compressed."""
+    block = np.asarray(values).astype(plan.dtype, copy=False)
     if block.shape != plan.chunks:
         padded = np.zeros(plan.chunks, dtype=plan.dtype)
         padded[tuple(slice(0, n) for n in block.shape)] = block
