@@ -25,13 +25,13 @@ import numpy as np
 import orjson
 
 from outcrop.formats.zarr import (
-    TARGET_CHUNK_BYTES,
     ArrayPlan,
     ZarrCodec,
     ZarrFormat,
     ZarrView,
     numcodec,
     served_codecs,
+    whole_in_pieces,
 )
 from outcrop.model import StoredGroup, StoredVariable
 
@@ -69,20 +69,8 @@ def _plan(var: StoredVariable, zarr_format: ZarrFormat, codec: ZarrCodec) -> Arr
         return ArrayPlan(var.name, var.shape, raw.chunks, dtype, raw, codecs, source_codecs=source)
     layout = dtype if zarr_format == 2 else dtype.newbyteorder("<")
     codecs = served_codecs("zstd" if codec == "stored" else codec, dtype.itemsize)
-    chunks = var.chunks or _chunks_of(var.shape, dtype.itemsize)
+    chunks = var.chunks or whole_in_pieces(list(var.shape), dtype.itemsize)
     return ArrayPlan(var.name, var.shape, chunks, layout, None, codecs, from_file=True)
-
-
-def _chunks_of(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Chunks of a variable stored whole: leading dimensions cut to about
-    TARGET_CHUNK_BYTES, so one request never reads a whole large variable."""
-    chunks = [max(n, 1) for n in shape]
-    for i in range(len(chunks)):
-        trailing = math.prod(chunks[i + 1 :]) * itemsize
-        if chunks[i] * trailing <= TARGET_CHUNK_BYTES:
-            break
-        chunks[i] = max(1, TARGET_CHUNK_BYTES // max(trailing, 1))
-    return tuple(chunks)
 
 
 def _fill_value(var: StoredVariable) -> Any:

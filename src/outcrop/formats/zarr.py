@@ -221,6 +221,13 @@ def _encoded_chunks(var: xr.Variable, itemsize: int) -> tuple[int, ...]:
     chunks = [max(c[0], 1) if c else 1 for c in var.chunks]
     if any(len(c) > 1 for c in var.chunks):
         return tuple(chunks)
+    return whole_in_pieces(chunks, itemsize)
+
+
+def whole_in_pieces(shape: list[int], itemsize: int) -> tuple[int, ...]:
+    """Chunks for a variable held whole: leading dimensions cut to about
+    TARGET_CHUNK_BYTES, so one request never decodes a whole large variable."""
+    chunks = [max(n, 1) for n in shape]
     for i in range(len(chunks)):
         trailing = math.prod(chunks[i + 1 :]) * itemsize
         if chunks[i] * trailing <= TARGET_CHUNK_BYTES:
