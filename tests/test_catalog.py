@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,11 +67,23 @@ def folder(archive: Path, tmp_path: Path) -> Path:
     return root
 
 
-def catalog_of(root: Path | None, state: Path, **settings: Any) -> Catalog:
+def catalog_of(root: Path | None, state: Path, how: str = "refresh", **settings: Any) -> Catalog:
+    """The catalog of `root`, scanned by `refresh()` or as a server starts (`start()`, then
+    `save()`, which a server calls after its first answer)."""
     paths = [root] if root is not None else []
     catalog = Catalog(Settings(paths=paths, data_dir=state, **settings))
-    catalog.refresh()
+    if how == "start":
+        catalog.start()
+        catalog.save()
+    else:
+        catalog.refresh()
     return catalog
+
+
+@pytest.fixture(params=["refresh", "start"])
+def how(request: pytest.FixtureRequest) -> str:
+    """How the catalog is scanned: `refresh()`, or `start()` as `outcrop serve` does."""
+    return str(request.param)
 
 
 class Calls:
@@ -85,8 +100,8 @@ class Calls:
         monkeypatch.setattr(cls, name, counting)
 
 
-def test_ids_are_relative_paths_without_extension(archive: Path, tmp_path: Path) -> None:
-    catalog = catalog_of(archive, tmp_path / "state")
+def test_ids_are_relative_paths_without_extension(archive: Path, tmp_path: Path, how: str) -> None:
+    catalog = catalog_of(archive, tmp_path / "state", how=how)
     ids = {e.id for e in catalog.entries()}
     assert ids == expected_ids(archive)
     assert {"cmip6/ta_Amon_1950", "stores/ta_v3", "groups", "groups/forecast"} <= ids
@@ -101,12 +116,12 @@ def test_a_group_is_a_dataset_of_its_own(archive: Path, tmp_path: Path) -> None:
 
 
 def test_restart_does_not_reopen_unchanged_files(
-    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     probes = Calls(monkeypatch, GridDriver, "probe")
     opens = Calls(monkeypatch, GridDriver, "open")
     declared = [DatasetConfig(id="ta", source=str(folder / "yearly"), aggregate="time")]
-    first = catalog_of(folder, tmp_path / "state", datasets=declared)
+    first = catalog_of(folder, tmp_path / "state", datasets=declared, how=how)
     assert len(probes.paths) == len(list(folder.rglob("*.nc"))) + 2  # + the two Zarr stores
     assert len(opens.paths) == 1  # the declared aggregation, checked once
     versions = {e.id: e.version for e in first.entries()}
@@ -114,15 +129,17 @@ def test_restart_does_not_reopen_unchanged_files(
 
     probes.paths.clear()
     opens.paths.clear()
-    again = catalog_of(folder, tmp_path / "state", datasets=declared)
+    again = catalog_of(folder, tmp_path / "state", datasets=declared, how=how)
     assert probes.paths == []
     assert opens.paths == []
     assert {e.id: e.version for e in again.entries()} == versions
 
 
-def test_same_size_and_mtime_is_trusted_without_reopening(folder: Path, tmp_path: Path) -> None:
+def test_same_size_and_mtime_is_trusted_without_reopening(
+    folder: Path, tmp_path: Path, how: str
+) -> None:
     path = folder / "cmip6" / "ta_Amon_1950.nc"
-    catalog_of(folder, tmp_path / "state").close()
+    catalog_of(folder, tmp_path / "state", how=how).close()
     st = path.stat()
     with xr.open_dataset(path) as ds:
         replaced = ds.load()
@@ -132,19 +149,21 @@ def test_same_size_and_mtime_is_trusted_without_reopening(folder: Path, tmp_path
     shutil.copyfile(tmp_path / "new.nc", path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    catalog = catalog_of(folder, tmp_path / "state")
+    catalog = catalog_of(folder, tmp_path / "state", how=how)
     assert catalog.get("cmip6/ta_Amon_1950").title.endswith("(360_day)")  # not reopened
     old_version = catalog.get("cmip6/ta_Amon_1950").version
     catalog.close()
 
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    catalog = catalog_of(folder, tmp_path / "state")
+    catalog = catalog_of(folder, tmp_path / "state", how=how)
     assert catalog.get("cmip6/ta_Amon_1950").title.endswith("(REPLACE)")
     assert catalog.get("cmip6/ta_Amon_1950").version != old_version
 
 
-def test_changed_file_gets_a_new_version_and_its_new_data(folder: Path, tmp_path: Path) -> None:
-    catalog = catalog_of(folder, tmp_path / "state")
+def test_changed_file_gets_a_new_version_and_its_new_data(
+    folder: Path, tmp_path: Path, how: str
+) -> None:
+    catalog = catalog_of(folder, tmp_path / "state", how=how)
     before = {e.id: e.version for e in catalog.entries()}
     first = catalog.open("yearly/ta_2001")["ta"].isel(time=0).values
     path = folder / "yearly" / "ta_2001.nc"
@@ -160,8 +179,10 @@ def test_changed_file_gets_a_new_version_and_its_new_data(folder: Path, tmp_path
     np.testing.assert_allclose(catalog.open("yearly/ta_2001")["ta"].isel(time=0).values, first + 1)
 
 
-def test_deleted_file_disappears_and_new_file_appears(folder: Path, tmp_path: Path) -> None:
-    catalog = catalog_of(folder, tmp_path / "state")
+def test_deleted_file_disappears_and_new_file_appears(
+    folder: Path, tmp_path: Path, how: str
+) -> None:
+    catalog = catalog_of(folder, tmp_path / "state", how=how)
     (folder / "cmip6" / "ta_Amon_noleap.nc").unlink()
     shutil.rmtree(folder / "stores" / "ta_v2.zarr")
     shutil.copyfile(folder / "yearly" / "ta_2000.nc", folder / "cmip6" / "fresh.nc")
@@ -180,18 +201,18 @@ def test_deleted_file_disappears_and_new_file_appears(folder: Path, tmp_path: Pa
 
 
 def test_unreadable_file_is_logged_and_skipped(
-    folder: Path, tmp_path: Path, logs: list[dict[str, Any]]
+    folder: Path, tmp_path: Path, logs: list[dict[str, Any]], how: str
 ) -> None:
     (folder / "cmip6" / "broken.nc").write_bytes(b"CDF\x01 but truncated")
     (folder / "cmip6" / "empty.h5").write_bytes(b"")
-    catalog = catalog_of(folder, tmp_path / "state")
+    catalog = catalog_of(folder, tmp_path / "state", how=how)
     ids = {e.id for e in catalog.entries()}
     assert ids == expected_ids(folder) - {"cmip6/broken"}
     skipped = {Path(e["path"]).name for e in logs if e["event"] == "unreadable_file"}
     assert skipped == {"broken.nc", "empty.h5"}
     # Still reported on the next start, without reopening.
     logs.clear()
-    catalog_of(folder, tmp_path / "state")
+    catalog_of(folder, tmp_path / "state", how=how)
     assert {Path(e["path"]).name for e in logs if e["event"] == "unreadable_file"} == skipped
 
 
@@ -245,8 +266,8 @@ def test_missing_served_folder_is_a_clear_error(tmp_path: Path) -> None:
         catalog_of(tmp_path / "nowhere", tmp_path / "state")
 
 
-def test_search_pages_in_a_stable_order_with_total(archive: Path, tmp_path: Path) -> None:
-    catalog = catalog_of(archive, tmp_path / "state")
+def test_search_pages_in_a_stable_order_with_total(archive: Path, tmp_path: Path, how: str) -> None:
+    catalog = catalog_of(archive, tmp_path / "state", how=how)
     everything = sorted(expected_ids(archive))
     seen = []
     for offset in range(0, len(everything) + 3, 3):
@@ -259,7 +280,7 @@ def test_search_pages_in_a_stable_order_with_total(archive: Path, tmp_path: Path
 
 
 def test_search_matches_id_title_and_description_case_insensitively(
-    archive: Path, tmp_path: Path
+    archive: Path, tmp_path: Path, how: str
 ) -> None:
     declared = [
         DatasetConfig(
@@ -269,7 +290,7 @@ def test_search_matches_id_title_and_description_case_insensitively(
             description="Has 100% OZONE_in it",
         )
     ]
-    catalog = catalog_of(archive, tmp_path / "state", datasets=declared)
+    catalog = catalog_of(archive, tmp_path / "state", datasets=declared, how=how)
 
     def ids(q: str) -> list[str]:
         page, total = catalog.search(q, limit=100, offset=0)
@@ -319,9 +340,11 @@ def test_declared_dataset_adds_title_description_and_attributes(
     assert [e.id for e in catalog.entries()] == ["climate/ta", "folder", "one/file"]
 
 
-def test_declaration_wins_over_a_scanned_file_of_the_same_id(archive: Path, tmp_path: Path) -> None:
+def test_declaration_wins_over_a_scanned_file_of_the_same_id(
+    archive: Path, tmp_path: Path, how: str
+) -> None:
     declared = [DatasetConfig(id="groups", source=str(archive / "groups.nc"), group="forecast")]
-    catalog = catalog_of(archive, tmp_path / "state", datasets=declared)
+    catalog = catalog_of(archive, tmp_path / "state", datasets=declared, how=how)
     assert set(catalog.open("groups").data_vars) == {"wind"}
 
 
@@ -341,6 +364,7 @@ def test_broken_declaration_is_reported_not_fatal(
     aggregate: str | None,
     message: str,
     logs: list[dict[str, Any]],
+    how: str,
 ) -> None:
     folder = tmp_path / "files"
     folder.mkdir()
@@ -351,7 +375,7 @@ def test_broken_declaration_is_reported_not_fatal(
         DatasetConfig(id="bad", source=str(folder / "*.nc"), aggregate=aggregate),
         DatasetConfig(id="good", source=str(archive / "groups.nc")),
     ]
-    catalog = catalog_of(None, tmp_path / "state", datasets=declared)
+    catalog = catalog_of(None, tmp_path / "state", datasets=declared, how=how)
     assert [e.id for e in catalog.entries()] == ["good"]
     assert catalog.search("", 10, 0)[1] == 1
     with pytest.raises(SourceError, match=message):
@@ -381,6 +405,104 @@ def proc_fds_under(folder: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def tables(state: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog tables of the SQLite database in `state`, read with sqlite3, without
+    the time each dataset row was last changed."""
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        return {
+            "files": conn.execute("SELECT * FROM files ORDER BY root, path").fetchall(),
+            "datasets": conn.execute(
+                "SELECT id, title, description, driver, root, source, version, error "
+                "FROM datasets ORDER BY id"
+            ).fetchall(),
+            "revision": conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+        }
+
+
+def test_a_server_start_serves_its_scan_at_once_and_writes_it_later(
+    archive: Path, tmp_path: Path
+) -> None:
+    """`start()` serves what it scanned before the database exists; `save()` then writes
+    the rows `refresh()` writes."""
+    state = tmp_path / "state"
+    declared = [DatasetConfig(id="ta", source=str(archive / "yearly"), aggregate="time")]
+    catalog = Catalog(Settings(paths=[archive], data_dir=state, datasets=declared))
+    catalog.start()
+    assert not (state / "catalog.sqlite").exists()
+    ids = expected_ids(archive) | {"ta"}
+    assert {e.id for e in catalog.entries()} == ids
+    page, total = catalog.search("", limit=1000, offset=0)
+    assert ([s.id for s in page], total) == (sorted(ids), len(ids))
+    catalog.save()
+    catalog_of(archive, tmp_path / "reference", datasets=declared).close()
+    written = tables(state)
+    assert len(written["files"]) == len(list(archive.rglob("*.nc"))) + 2
+    assert written == tables(tmp_path / "reference")
+    assert written["revision"] == [(HEAD,)]
+
+
+def test_a_start_that_finds_nothing_changed_writes_nothing(
+    archive: Path, tmp_path: Path, logs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart over unchanged files leaves the database as it is, and does not take its
+    own reading of it for another process's change."""
+    state = tmp_path / "state"
+    catalog_of(archive, state).close()
+    before = tables(state)
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        updated = conn.execute("SELECT id, updated FROM datasets ORDER BY id").fetchall()
+    monkeypatch.setattr("outcrop.catalog.RELOAD_CHECK_S", 0.0)  # check on every lookup
+    again = Catalog(Settings(paths=[archive], data_dir=state))
+    again.start()
+    again.save()
+    assert {e.id for e in again.entries()} == expected_ids(archive)
+    assert "catalog_reloaded" not in [e["event"] for e in logs]
+    assert tables(state) == before
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        assert conn.execute("SELECT id, updated FROM datasets ORDER BY id").fetchall() == updated
+    # A change made by another process is still seen.
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        conn.execute("DELETE FROM datasets WHERE id = 'groups'")
+    assert "groups" not in {e.id for e in again.entries()}
+    assert "catalog_reloaded" in [e["event"] for e in logs]
+
+
+def test_a_start_killed_before_saving_leaves_the_last_catalog(folder: Path, tmp_path: Path) -> None:
+    """A process gone before `save()` wrote nothing: the database holds the previous
+    scan, and the next start finds the change again."""
+    state = tmp_path / "state"
+    catalog_of(folder, state).close()
+    before = tables(state)
+    shutil.copyfile(folder / "yearly" / "ta_2000.nc", folder / "cmip6" / "fresh.nc")
+    gone = Catalog(Settings(paths=[folder], data_dir=state))
+    gone.start()
+    assert "cmip6/fresh" in {e.id for e in gone.entries()}
+    assert tables(state) == before  # (the process ends here)
+    again = catalog_of(folder, state, how="start")
+    assert "cmip6/fresh" in {e.id for e in again.entries()}
+    assert len(tables(state)["files"]) == len(before["files"]) + 1
+
+
+def test_a_start_reads_a_sqlite_catalog_without_importing_sqlalchemy(
+    archive: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    catalog_of(archive, state).close()
+    code = (
+        "import sys; from pathlib import Path; from outcrop.catalog import Catalog; "
+        "from outcrop.settings import Settings; "
+        "c = Catalog(Settings(paths=[Path(sys.argv[1])], data_dir=Path(sys.argv[2]))); "
+        "c.start(); print(len(c), 'sqlalchemy' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(archive), str(state)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == [str(len(expected_ids(archive))), "False"]
+
+
 @pytest.mark.parametrize(("open_files", "held"), [(2, 2), (10, 5)])
 def test_open_datasets_are_bounded_by_open_files(
     archive: Path, tmp_path: Path, open_files: int, held: int
@@ -482,7 +604,9 @@ def test_server_on_postgresql(postgres_url: str, archive: Path, tmp_path: Path) 
     assert [d["id"] for d in body["datasets"]] == sorted(expected_ids(archive))
 
 
-def test_a_database_of_the_first_schema_is_migrated(archive: Path, tmp_path: Path) -> None:
+def test_a_database_of_the_first_schema_is_migrated(
+    archive: Path, tmp_path: Path, how: str
+) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -503,7 +627,7 @@ def test_a_database_of_the_first_schema_is_migrated(archive: Path, tmp_path: Pat
             )
         )
     engine.dispose()
-    catalog = catalog_of(archive, state)
+    catalog = catalog_of(archive, state, how=how)
     assert {e.id for e in catalog.entries()} == expected_ids(archive)
     with catalog.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD

@@ -9,6 +9,8 @@ SQLite and on PostgreSQL (skipped when none is reachable, required under CI=true
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -424,10 +426,40 @@ def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     modules = {name.split(".")[0] for name in json.loads(listed.read_text())}
     assert {"outcrop", "h5py"} <= modules
     # A NetCDF-4 file's view mirrors it as stored: no xarray (pandas), dask or zarr either.
-    heavy = {"fastapi", "alembic", "xarray", "pandas", "dask", "zarr"}
+    # The catalog database is written after the first answer: no SQLAlchemy before it.
+    heavy = {"fastapi", "alembic", "sqlalchemy", "xarray", "pandas", "dask", "zarr"}
     assert not modules & heavy, sorted(modules & heavy)
     assert listing.status_code == 200
-    assert {d["id"] for d in listing.json()["datasets"]} == {"A1B_north_america", "ostia_monthly"}
+    ids = {"A1B_north_america", "ostia_monthly"}
+    assert {d["id"] for d in listing.json()["datasets"]} == ids
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        assert {row[0] for row in conn.execute("SELECT id FROM datasets")} == ids
+        assert len(conn.execute("SELECT path FROM files").fetchall()) == 2
+
+
+def test_a_server_stopped_before_its_first_request_still_writes_its_catalog(
+    tmp_path: Path,
+) -> None:
+    """The catalog database is written at shutdown if nothing built the application
+    before; the next start then reads it (nothing to probe again)."""
+    state = tmp_path / "state"
+    port = free_port()
+    argv = [sys.executable, "-m", "outcrop", "serve", str(GRIDS), "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--data-dir", str(state)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        with socket.socket() as probe:  # listening: stop it before any request
+            while probe.connect_ex(("127.0.0.1", port)) != 0:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()
+    with sqlite3.connect(state / "catalog.sqlite") as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM datasets")}
+    assert ids == {"A1B_north_america", "ostia_monthly"}
 
 
 def poll(process: subprocess.Popen[bytes], url: str) -> httpx.Response:

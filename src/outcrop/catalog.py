@@ -22,17 +22,11 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
-
-from outcrop.db import DatasetRow, FileRow, connect, now
 from outcrop.drivers import Driver, Source, driver, drivers, series_reader
 from outcrop.errors import BadQuery, ConfigError, DatasetNotFound, OutcropError, SourceError
 from outcrop.log import logger
@@ -41,6 +35,14 @@ from outcrop.settings import DatasetConfig, Settings
 
 if TYPE_CHECKING:
     import xarray as xr
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+    from outcrop.db import DatasetRow, FileRow
+    from outcrop.dbfile import CatalogTables
+
+    FileRows = dict[tuple[str, str], FileRow]
+    DatasetRows = dict[str, DatasetRow]
 
 log = logger(__name__)
 DECLARED = "config"  # the `root` of datasets declared in the settings
@@ -92,6 +94,43 @@ class Found:
     mtime_ns: int = 0
 
 
+@dataclass(frozen=True)
+class FileState:
+    """A data file as a scan last saw it: a row of the files table, as plain values."""
+
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    groups: list[Any] = field(default_factory=list)
+    title: str = ""
+    error: str = ""
+    series: list[Any] = field(default_factory=list)  # the groups that are time series
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the database says the last scan found: files by (root, path), datasets."""
+
+    files: dict[tuple[str, str], FileState]
+    datasets: dict[str, Wanted]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a scan found: every file of the served folders, and the datasets to serve."""
+
+    files: dict[tuple[str, str], FileState]
+    wanted: dict[str, Wanted]
+
+    def same_as(self, known: Known) -> bool:
+        """Whether writing this scan would leave the database as it is."""
+        return known.files == self.files and known.datasets == {
+            ds_id: dataclasses.replace(new, source=_as_stored(new.source))
+            for ds_id, new in self.wanted.items()
+        }
+
+
 # What a file-backed dataset's name may end with in a client's URL.
 FILE_EXTENSIONS = frozenset(
     {".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5", ".he5", ".hdf", ".zarr"}
@@ -103,64 +142,143 @@ class Catalog:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or connect(settings.db_url)
+        self._engine = engine
+        self._engine_lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._broken: dict[str, str] = {}
+        self._loaded = False
         self._open: OrderedDict[tuple[str, str, bool], xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
         # What the loaded catalog was read from; None until the first load.
         self._stamp: tuple[int, str] | None = None
         self._next_check = 0.0
         self._check_lock = threading.Lock()
+        self._pending: Scan | None = None  # found by `start()`, not yet in the database
+        self._save_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The database, connected (and its schema migrated) on first use."""
+        with self._engine_lock:
+            if self._engine is None:
+                from outcrop.db import connect
+
+                self._engine = connect(self.settings.db_url)
+            return self._engine
 
     # -- scanning -------------------------------------------------------------------
     def refresh(self) -> None:
         """Scan every served folder and declared dataset; record only what changed."""
-        roots = served_roots(self.settings)
+        self._write(lambda files, datasets: self.scan(_known(files, datasets)))
+
+    def start(self) -> None:
+        """`refresh()` for a server's start: on a SQLite database the tables are read
+        with the standard library, the catalog is served from the scan at once, and what
+        the scan changed is written by `save()` (after the first answer). Nothing is lost
+        if the process ends before: the next start scans the same files again."""
+        from outcrop.dbfile import read_catalog, sqlite_path, writable
+
+        path = sqlite_path(self.settings.db_url)
+        tables = None
+        if path is not None and self._engine is None and writable(path):
+            tables = read_catalog(path)
+        if tables is None:  # another database, or one to migrate: through SQLAlchemy
+            self.refresh()
+            return
+        known = _known_tables(tables)
+        scan = self.scan(known)
+        self._show(scan.wanted.values())
+        if scan.same_as(known):
+            self._stamp = tables.stamp
+            self._next_check = time.monotonic() + RELOAD_CHECK_S
+        else:
+            self._pending = scan
+
+    def save(self) -> None:
+        """Write what `start()` found to the database, if it changed anything (once)."""
+        with self._save_lock:
+            scan = self._pending
+            if scan is not None:
+                self._write(lambda *_: scan)
+
+    def _write(self, scan_of: Callable[[FileRows, DatasetRows], Scan]) -> None:
+        """Make the database hold the scan `scan_of` gives for its current rows, then
+        load it."""
+        from sqlalchemy.orm import Session
+
         with Session(self.engine) as session:
             self._one_scan_at_a_time(session)
-            known = {r.id: r for r in session.scalars(select(DatasetRow))}
-            wanted: dict[str, Wanted] = {}
-            for decl in self.settings.datasets:  # declarations win over scanned files
-                wanted[decl.id] = self._declared(decl, known.get(decl.id))
-            for root in roots:
-                self._scan(session, root, wanted)
-            served = [str(r) for r in roots]
-            session.execute(delete(FileRow).where(FileRow.root.not_in(served)))
-            _sync(session, known, wanted)
+            files, datasets = _stored_rows(session)
+            _save(session, files, datasets, scan_of(files, datasets))
             session.commit()
+        self._pending = None
         self.load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the catalog was loaded (or scanned by `start()`) in this process."""
+        return self._loaded
+
+    def scan(self, known: Known) -> Scan:
+        """Every served folder and declared dataset; files probed only when they differ
+        from `known`, declarations opened only when their files changed."""
+        roots = served_roots(self.settings)
+        wanted: dict[str, Wanted] = {}
+        for decl in self.settings.datasets:  # declarations win over scanned files
+            wanted[decl.id] = self._declared(decl, known.datasets.get(decl.id))
+        files: dict[tuple[str, str], FileState] = {}
+        for root in roots:
+            _scan_root(root, known.files, files, wanted)
+        return Scan(files, wanted)
 
     def _one_scan_at_a_time(self, session: Session) -> None:
         """Nodes starting together would insert the same rows; on PostgreSQL the second
         scan waits for the first to commit, then finds its rows and changes nothing.
         (SQLite serves one machine, where scans rarely overlap; its write lock and
         busy timeout apply.)"""
+        from sqlalchemy import text
+
         if self.engine.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCAN_LOCK})
 
     def load(self) -> None:
         """Read the catalog from the database, without touching any file."""
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session
+
+        from outcrop.db import DatasetRow
+
         stamp = self._read_stamp()  # before the rows: a change in between is seen next time
+        with Session(self.engine) as session:
+            self._show(session.scalars(select(DatasetRow)))
+        self._stamp = stamp
+        self._next_check = time.monotonic() + RELOAD_CHECK_S
+
+    def _show(self, rows: Iterable[Wanted | DatasetRow]) -> None:
+        """Serve `rows`: the broken ones are answered with their error, and logged
+        unless this process already reported them."""
         entries: dict[str, Entry] = {}
         broken: dict[str, str] = {}
-        with Session(self.engine) as session:
-            for row in session.scalars(select(DatasetRow).order_by(DatasetRow.id)):
-                if row.error:
-                    broken[row.id] = row.error
-                else:
-                    entries[row.id] = _entry(row)
+        for row in sorted(rows, key=lambda r: r.id):
+            if row.error:
+                broken[row.id] = row.error
+            else:
+                entries[row.id] = _entry(row)
         for ds_id, error in broken.items():
-            log.warning("dataset_unavailable", id=ds_id, error=error)
-        self._entries, self._broken, self._stamp = entries, broken, stamp
-        self._next_check = time.monotonic() + RELOAD_CHECK_S
+            if self._broken.get(ds_id) != error:
+                log.warning("dataset_unavailable", id=ds_id, error=error)
+        self._entries, self._broken, self._loaded = entries, broken, True
 
     def _read_stamp(self) -> tuple[int, str]:
         """Row count and newest `updated`: an added, removed or changed row changes one
-        of them (a changed row gets `updated = now()`; node clocks must agree, e.g. NTP)."""
-        query = select(func.count(), func.max(DatasetRow.updated))
-        with Session(self.engine) as session:
-            count, newest = session.execute(query).one()
+        of them (a changed row gets `updated = now()`; node clocks must agree, e.g. NTP).
+        Read as the database gives them, as `dbfile.read_catalog` does."""
+        from sqlalchemy import text
+
+        from outcrop.dbfile import STAMP_QUERY
+
+        with self.engine.connect() as conn:
+            count, newest = conn.execute(text(STAMP_QUERY)).one()
         return int(count), str(newest)
 
     def _current(self) -> None:
@@ -170,6 +288,8 @@ class Catalog:
             return
         if not self._check_lock.acquire(blocking=False):
             return  # another thread is checking: serve what is loaded
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             self._next_check = time.monotonic() + RELOAD_CHECK_S
             if self._read_stamp() != self._stamp:
@@ -180,26 +300,7 @@ class Catalog:
         finally:
             self._check_lock.release()
 
-    def _scan(self, session: Session, root: Path, wanted: dict[str, Wanted]) -> None:
-        key = str(root)
-        known = {r.path: r for r in session.scalars(select(FileRow).where(FileRow.root == key))}
-        for item in walk(root, list(drivers().values())):
-            base = root.parent if item.path == root else root
-            row = known.pop(str(item.path), None)
-            if row is None or (row.size, row.mtime_ns) != (item.size, item.mtime_ns):
-                row = _probe(session, key, item, row)
-            if row.error:
-                log.warning("unreadable_file", path=str(item.path), error=row.error)
-                continue
-            for new in _file_datasets(key, base, item, row):
-                if new.id in wanted:
-                    log.warning("duplicate_dataset_id", id=new.id, path=str(item.path))
-                else:
-                    wanted[new.id] = new
-        for gone in known.values():
-            session.delete(gone)
-
-    def _declared(self, decl: DatasetConfig, old: DatasetRow | None) -> Wanted:
+    def _declared(self, decl: DatasetConfig, old: Wanted | None) -> Wanted:
         """The row of a declared dataset; its files are opened only when they changed."""
         src: dict[str, Any] = {
             "group": decl.group,
@@ -272,22 +373,20 @@ class Catalog:
         return None
 
     def search(self, q: str, limit: int, offset: int) -> tuple[list[DatasetSummary], int]:
-        """A page of datasets, ordered by id, whose id, title or description contain `q`."""
-        query = select(DatasetRow).where(DatasetRow.error == "")
+        """A page of datasets, ordered by id, whose id, title or description contain `q`
+        (ignoring case), and how many match in all."""
+        self._current()
+        entries = list(self._entries.values())  # ordered by id
         if q:
-            like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            like += "%"
-            query = query.where(
-                or_(
-                    func.lower(DatasetRow.id).like(like, escape="\\"),
-                    func.lower(DatasetRow.title).like(like, escape="\\"),
-                    func.lower(DatasetRow.description).like(like, escape="\\"),
-                )
-            )
-        with Session(self.engine) as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(DatasetRow.id).limit(limit).offset(offset))
-            return [_entry(r).summary() for r in rows], total
+            needle = q.casefold()
+            entries = [
+                e
+                for e in entries
+                if needle in e.id.casefold()
+                or needle in e.title.casefold()
+                or needle in e.description.casefold()
+            ]
+        return [e.summary() for e in entries[offset : offset + limit]], len(entries)
 
     def open(self, ds_id: str, stored: bool = False) -> xr.Dataset:
         """The lazy dataset, decoded or (`stored=True`) as stored (see `Driver.open`); at
@@ -315,7 +414,8 @@ class Catalog:
             for ds in self._open.values():
                 ds.close()
             self._open.clear()
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def served_roots(settings: Settings) -> list[Path]:
@@ -392,26 +492,54 @@ def expand(source: str, candidates: list[Driver]) -> list[Found]:
     return found
 
 
-def _probe(session: Session, root: str, item: Found, row: FileRow | None) -> FileRow:
-    row = row or FileRow(root=root, path=str(item.path))
-    row.size, row.mtime_ns = item.size, item.mtime_ns
-    row.groups, row.series, row.title, row.error = [], [], "", ""
+def _scan_root(
+    root: Path,
+    known: dict[tuple[str, str], FileState],
+    files: dict[tuple[str, str], FileState],
+    wanted: dict[str, Wanted],
+) -> None:
+    """Add the files under `root` to `files` (probing those not as `known`) and their
+    datasets to `wanted`."""
+    key = str(root)
+    for item in walk(root, list(drivers().values())):
+        base = root.parent if item.path == root else root
+        state = known.get((key, str(item.path)))
+        if state is None or (state.size, state.mtime_ns) != (item.size, item.mtime_ns):
+            state = _probe(key, item)
+        files[(key, str(item.path))] = state
+        if state.error:
+            log.warning("unreadable_file", path=str(item.path), error=state.error)
+            continue
+        for new in _file_datasets(key, base, item, state):
+            if new.id in wanted:
+                log.warning("duplicate_dataset_id", id=new.id, path=str(item.path))
+            else:
+                wanted[new.id] = new
+
+
+def _probe(root: str, item: Found) -> FileState:
     try:
         probe = item.driver.probe(item.target)
-        row.title, row.groups, row.series = probe.title, list(probe.groups), list(probe.series)
     except OutcropError as exc:
-        row.error = exc.message
-    session.add(row)
-    return row
+        return FileState(root, str(item.path), item.size, item.mtime_ns, error=exc.message)
+    return FileState(
+        root,
+        str(item.path),
+        item.size,
+        item.mtime_ns,
+        groups=list(probe.groups),
+        title=probe.title,
+        series=list(probe.series),
+    )
 
 
-def _file_datasets(root: str, base: Path, item: Found, row: FileRow) -> list[Wanted]:
+def _file_datasets(root: str, base: Path, item: Found, row: FileState) -> list[Wanted]:
     """One dataset per group of a scanned file that holds variables: `id` and `id/group`."""
     file_id = dataset_id(base, item.path, getattr(item.driver, "suffix", None))
     rows = []
     for group in row.groups:
         src: dict[str, Any] = {"paths": [str(item.target)], "group": group or None}
-        if group in (row.series or []):
+        if group in row.series:
             src["series"] = True
         rows.append(
             Wanted(
@@ -467,9 +595,63 @@ def driver_version(name: str, src: dict[str, Any]) -> str:
         return ""  # the dataset's error says why
 
 
-def _sync(session: Session, known: dict[str, DatasetRow], wanted: dict[str, Wanted]) -> None:
+def _stored_rows(session: Session) -> tuple[FileRows, DatasetRows]:
+    """The rows of the files and datasets tables."""
+    from sqlalchemy import select
+
+    from outcrop.db import DatasetRow, FileRow
+
+    files = {(r.root, r.path): r for r in session.scalars(select(FileRow))}
+    return files, {r.id: r for r in session.scalars(select(DatasetRow))}
+
+
+def _known(files: FileRows, datasets: DatasetRows) -> Known:
+    return Known(
+        {key: FileState(**{f: getattr(r, f) for f in FILE_FIELDS}) for key, r in files.items()},
+        {key: Wanted(**{f: getattr(r, f) for f in WANTED_FIELDS}) for key, r in datasets.items()},
+    )
+
+
+def _known_tables(tables: CatalogTables) -> Known:
+    """`Known` from the tables as `dbfile` reads them (JSON columns as text)."""
+    files = {}
+    for row in tables.files:
+        lists = {"groups": json.loads(row["groups"]), "series": json.loads(row["series"])}
+        state = FileState(**{**row, **lists})
+        files[(state.root, state.path)] = state
+    datasets = {
+        row["id"]: Wanted(**{**row, "source": json.loads(row["source"])}) for row in tables.datasets
+    }
+    return Known(files, datasets)
+
+
+FILE_FIELDS = tuple(f.name for f in dataclasses.fields(FileState))
+WANTED_FIELDS = tuple(f.name for f in dataclasses.fields(Wanted))
+
+
+def _save(session: Session, files: FileRows, datasets: DatasetRows, scan: Scan) -> None:
+    """Make the files and datasets tables hold `scan`, touching only rows that changed;
+    `files` and `datasets` are their current rows (consumed)."""
+    from outcrop.db import FileRow
+
+    for key, state in scan.files.items():
+        row = files.pop(key, None)
+        values = dataclasses.asdict(state)
+        if row is None:
+            session.add(FileRow(**values))
+        elif any(getattr(row, name) != value for name, value in values.items()):
+            for name, value in values.items():
+                setattr(row, name, value)
+    for gone in files.values():  # deleted, or under a folder no longer served
+        session.delete(gone)
+    _sync(session, datasets, scan.wanted)
+
+
+def _sync(session: Session, known: DatasetRows, wanted: dict[str, Wanted]) -> None:
     """Make the datasets table hold exactly `wanted`, touching only rows that changed."""
-    fields = [f.name for f in dataclasses.fields(Wanted) if f.name != "id"]
+    from outcrop.db import DatasetRow, now
+
+    fields = [f for f in WANTED_FIELDS if f != "id"]
     for ds_id, new in wanted.items():
         old = known.pop(ds_id, None)
         if old is None:
@@ -480,6 +662,11 @@ def _sync(session: Session, known: dict[str, DatasetRow], wanted: dict[str, Want
             old.updated = now()
     for gone in known.values():
         session.delete(gone)
+
+
+def _as_stored(value: Any) -> Any:
+    """`value` as it comes back from a JSON column (tuples as lists, …)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _version(files: list[Found], source: dict[str, Any], extra: str = "") -> str:
@@ -500,7 +687,7 @@ def _source(src: dict[str, Any]) -> Source:
     )
 
 
-def _entry(row: DatasetRow) -> Entry:
+def _entry(row: Wanted | DatasetRow) -> Entry:
     src = row.source
     return Entry(
         id=row.id,

@@ -31,8 +31,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from outcrop.dbfile import HEAD as HEAD  # the newest revision (re-exported)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0005"  # the newest revision in migrations/versions; a test checks they agree
 MIGRATE_LOCK = 0x6F7574_6D696772  # PostgreSQL advisory lock held while migrating ("outmigr")
 
 

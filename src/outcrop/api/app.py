@@ -100,6 +100,7 @@ class OutcropApp:
                 return self._api
             if self._failed is not None:
                 raise RuntimeError("the HTTP application could not be built") from self._failed
+            self._save_catalog()
             try:
                 api = build_api(self.site, self.chosen)
                 if self._serving and not self._stopped:
@@ -111,6 +112,14 @@ class OutcropApp:
             self.prefixes = tuple(self.site.prefixes)  # `add` may register prefixes too
             self._api = api
             return api
+
+    def _save_catalog(self) -> None:
+        """Write what the start's scan changed to the catalog database (`Catalog.start`);
+        a failure is logged, and the write tried again at shutdown."""
+        try:
+            self.site.pipeline.catalog.save()
+        except Exception:  # the server goes on with the catalog it has in memory
+            log.exception("catalog_save_failed")
 
     def build_soon(self) -> None:
         """Start building in a background thread, unless built or already started."""
@@ -235,6 +244,7 @@ class OutcropApp:
             running, self._running = self._running, []
         for service in reversed(running):
             service.stop()
+        self._save_catalog()
         self.site.pipeline.close()
 
 
@@ -245,7 +255,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     settings = settings or load_settings()
     chosen = selected(settings.routes, route_sets())
     catalog = catalog or Catalog(settings)
-    if not len(catalog):
+    if not catalog.loaded:
         catalog.load()
     site = Site(settings, Pipeline(settings, catalog), CapacityLimiter(settings.threads))
     install_prefixes(site, chosen)

@@ -85,7 +85,10 @@ def _run(settings: Settings) -> None:
     selected(settings.routes, route_sets())  # a bad OUTCROP_ROUTES fails before any worker
     check_port_free(settings.host, settings.port)
     catalog = Catalog(settings)
-    catalog.refresh()
+    if settings.workers > 1:
+        catalog.refresh()  # the workers read the catalog from the database
+    else:
+        catalog.start()  # what changed is written after the first answer
     log.info("catalog_ready", datasets=len(catalog), data_dir=str(settings.data_dir))
     options = uvicorn_options(settings)
     log.info("serving", url=_url(settings), workers=settings.workers)
