@@ -174,7 +174,11 @@ def throughput_row(key: str) -> Callable[[dict[str, Any], dict[str, Any]], Row |
             return None
         t = median(f.get("times", []))
         mbps = f.get("nbytes", ref.get("full_bytes", 0)) / 1e6 / t if t else None
-        return Row(mbps, errors=check(f, ref.get("full_crc")))
+        notes = check(f, ref.get("full_crc"))
+        if f.get("first_s") is not None:  # the untimed first read (reader.read_full)
+            first = f"first read {f['first_s']:.2f} s, not in the median"
+            notes = f"{notes}; {first}" if notes else first
+        return Row(mbps, errors=notes)
 
     return row
 

@@ -188,7 +188,8 @@ class Bench:
         url = c.client_url(srv.url)
         cpu0 = srv.cpu()
         res["full"] = self.read(c, url, "full", self.cfg.runs, self.cfg.full_budget)
-        res["full"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, len(res["full"]["times"]))
+        reads = len(res["full"]["times"]) + ("first_s" in res["full"])
+        res["full"]["srv_cpu_s"] = (srv.cpu() - cpu0) / max(1, reads)
         res["mem_full"] = srv.memory()
         say_full(res)
         if not srv.alive():
@@ -515,9 +516,9 @@ def say_full(res: dict[str, Any]) -> None:
     f = res["full"]
     mem = res.get("mem_full")
     rss = f", server VmHWM {mem['hwm_mb']:.0f} MB" if mem else ""
-    print(
-        f"    full read: {[round(t, 2) for t in f['times']]} s{rss} {f['errors'] or ''}", flush=True
-    )
+    first = f"first (untimed) {f['first_s']:.2f} s, then " if "first_s" in f else ""
+    times = [round(t, 2) for t in f["times"]]
+    print(f"    full read: {first}{times} s{rss} {f['errors'] or ''}", flush=True)
 
 
 def time_chunks(meta_body: bytes, default: int) -> int:
