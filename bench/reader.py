@@ -55,6 +55,43 @@ def read_full(spec: dict[str, Any], out: dict[str, Any]) -> None:
             break
 
 
+def read_paired(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """The full read and the small subset from `url` and from `ref_url` alternately, in
+    this one process (both warmed up first, untimed), so that both meet the same client
+    and the same machine speed: the ratio of their medians is fair even when the machine's
+    speed drifts over the minutes between contenders."""
+    sel = {k: slice(*v) for k, v in spec["subset"].items()}
+    fmt = spec.get("zarr_format")
+    urls = {"": spec["url"], "ref_": spec["ref_url"]}
+
+    def full(url: str) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        ds = open_ds(spec["kind"], url, fmt)
+        values = ds.temp.values
+        took = time.perf_counter() - t0
+        ds.close()
+        return took, crc(values)
+
+    def subset(url: str) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        ds = open_ds(spec["kind"], url, fmt)
+        values = ds.temp.isel(sel).values
+        took = time.perf_counter() - t0
+        ds.close()
+        return took, crc(values)
+
+    for which, reps in ((full, spec["reps"]), (subset, spec["subset_reps"])):
+        name = which.__name__
+        for url in urls.values():
+            which(url)  # warm-up
+        for _ in range(reps):
+            for prefix, url in urls.items():
+                took, check = which(url)
+                out.setdefault(f"{prefix}{name}_times", []).append(took)
+                out[f"{prefix}{name}_crc"] = check
+    out["times"] = out["full_times"]
+
+
 def read_raw(spec: dict[str, Any], out: dict[str, Any]) -> None:
     """DAP2 without libnetcdf: one `GET URL.dods?temp` streamed by httpx into a numpy array
     (XDR decoded by `dapbody.py`), `reps` times; separates the server's speed from the
@@ -190,6 +227,7 @@ def main() -> int:
     out: dict[str, Any] = {"times": [], "errors": []}
     what = {
         "full": read_full,
+        "paired": read_paired,
         "raw": read_raw,
         "subset": read_subset,
         "stream": stream,

@@ -419,6 +419,10 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
             lines.append(f"| {suite.info2} | full read | {' | '.join(info)} |")
             if suite.limit:
                 lines.append(limit_row(suite, doc, contenders))
+        if key in ("full", "subset") and any(
+            (doc["results"].get(name) or {}).get("paired") for name in suite.outcrop
+        ):
+            lines.append(paired_row(suite, doc, key))
     if suite is DAP:
         cells = [values_cell(doc["results"].get(name), doc["ref"]) for name in suite.outcrop]
         lines.append(
@@ -426,6 +430,39 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
             f"local array | {' | '.join(cells)} |"
         )
     return lines
+
+
+PAIRED = {  # workload: (reader's key, what the target asks of Outcrop ÷ nginx)
+    "full": ("full", "≥ 0.9, throughput"),
+    "subset": ("subset", "≤ 1.2, time"),
+}
+
+
+def paired_row(suite: Suite, doc: dict[str, Any], key: str) -> str:
+    """Outcrop ÷ nginx from reads alternating between them in one client process
+    (run.Bench.paired): throughput ratio for the full read, time ratio for the subset,
+    with whether the target's bound holds on that ratio."""
+    what, bound = PAIRED[key]
+    crc = doc["ref"].get("full_crc" if key == "full" else "subset_crc")
+    cells = []
+    for name in suite.outcrop:
+        p = (doc["results"].get(name) or {}).get("paired") or {}
+        ours, ref = median(p.get(f"{what}_times", [])), median(p.get(f"ref_{what}_times", []))
+        if not ours or not ref:
+            cells.append(escape("; ".join(p.get("errors", []))[:120]) or "—")
+            continue
+        if p.get(f"{what}_crc") != crc or p.get(f"ref_{what}_crc") != crc:
+            cells.append(WRONG)
+            continue
+        ratio = ref / ours if key == "full" else ours / ref
+        met = ratio >= 0.9 if key == "full" else ratio <= 1.2
+        n = len(p[f"{what}_times"])
+        cells.append(
+            f"{'yes' if met else '**NO**'} ({ratio:.2f}x nginx; {ours * 1e3:,.0f} vs "
+            f"{ref * 1e3:,.0f} ms, medians of {n})"
+        )
+    title = f"(paired with nginx in one client, reads alternating; target {bound})"
+    return f"| {title} | {'full read' if key == 'full' else 'small subset'} | {' | '.join(cells)} |"
 
 
 def limit_row(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, Any]]) -> str:

@@ -123,6 +123,9 @@ class Bench:
         spec = {"kind": c.kind, "url": url, "what": what, "reps": reps, "budget_s": budget}
         spec["zarr_format"] = c.zarr_format
         spec["subset"] = self.ref.get("subset", {})
+        return self.run_reader(spec, budget)
+
+    def run_reader(self, spec: dict[str, Any], budget: float) -> dict[str, Any]:
         cmd = [sys.executable, str(HERE / "reader.py"), json.dumps(spec)]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=budget + 300)
@@ -155,6 +158,8 @@ class Bench:
             srv = self.start(c, res, "s1")
             res["mem_start"] = srv.memory()
             self.full_and_subset(c, srv, res)
+            if c.server == "outcrop" and c.protocol == "zarr" and c.ref:
+                res["paired"] = self.paired(c, srv)
             srv.stop()
             srv = None
             if self.tools.get("wrk"):
@@ -181,6 +186,25 @@ class Bench:
         if c.name == replay.NAME:
             res["errors"] += replay.misses(self.logs)
         return res
+
+    def paired(self, c: Contender, srv: Server) -> dict[str, Any]:
+        """Full reads and small subsets from `c` and from its nginx reference alternately,
+        in one client process (reader.read_paired): the ratios no drift of the machine's
+        speed between contenders can bend."""
+        ref = next(r for r in CONTENDERS if r.name == c.ref)
+        nginx = self.server_for(ref, "paired")
+        nginx.start(self.run_dir)
+        try:
+            nginx.wait_ready(ref.meta)
+            spec = {"kind": c.kind, "url": c.client_url(srv.url), "what": "paired"}
+            spec |= {"ref_url": ref.client_url(nginx.url), "zarr_format": c.zarr_format}
+            spec |= {"reps": self.cfg.runs, "subset_reps": self.cfg.subset_reps}
+            spec |= {"subset": self.ref.get("subset", {}), "budget_s": self.cfg.full_budget}
+            out = self.run_reader(spec, self.cfg.full_budget * 4)
+        finally:
+            nginx.stop()
+        say_paired(out)
+        return out
 
     def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
         """Full reads (+ the server's CPU and peak RSS), for DAP2 the one-GET raw reads, then
@@ -510,6 +534,17 @@ class Bench:
         md = report.render(doc, [c.__dict__ for c in CONTENDERS])
         (RESULTS / f"{self.stamp}.md").write_text(md)
         return md
+
+
+def say_paired(out: dict[str, Any]) -> None:
+    def ms(key: str) -> list[float]:
+        return [round(t * 1e3) for t in out.get(key, [])]
+
+    print(
+        f"    paired with nginx, full read ms: {ms('full_times')} vs {ms('ref_full_times')}; "
+        f"subset ms: {ms('subset_times')} vs {ms('ref_subset_times')} {out['errors'] or ''}",
+        flush=True,
+    )
 
 
 def say_full(res: dict[str, Any]) -> None:
