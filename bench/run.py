@@ -42,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_WORK = Path(os.environ.get("OUTCROP_BENCH_DIR", "/tmp/outcrop-bench-project"))
 
+# Paired full reads at least: one client read varies by 2x from one read to the next.
+PAIRED_FULL_READS = 7
+
 
 class Bench:
     """Everything one run needs: options, folders, tools, reference checksums, results."""
@@ -198,7 +201,10 @@ class Bench:
             nginx.wait_ready(ref.meta)
             spec = {"kind": c.kind, "url": c.client_url(srv.url), "what": "paired"}
             spec |= {"ref_url": ref.client_url(nginx.url), "zarr_format": c.zarr_format}
-            spec |= {"reps": self.cfg.runs, "subset_reps": self.cfg.subset_reps}
+            spec |= {
+                "reps": max(self.cfg.runs, PAIRED_FULL_READS),
+                "subset_reps": self.cfg.subset_reps,
+            }
             spec |= {"subset": self.ref.get("subset", {}), "budget_s": self.cfg.full_budget}
             out = self.run_reader(spec, self.cfg.full_budget * 4)
         finally:
