@@ -89,7 +89,6 @@ def read_paired(spec: dict[str, Any], out: dict[str, Any]) -> None:
                 took, check = which(url)
                 out.setdefault(f"{prefix}{name}_times", []).append(took)
                 out[f"{prefix}{name}_crc"] = check
-    out["times"] = out["full_times"]
 
 
 def read_raw(spec: dict[str, Any], out: dict[str, Any]) -> None:

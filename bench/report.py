@@ -432,36 +432,32 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
     return lines
 
 
-PAIRED = {  # workload: (reader's key, what the target asks of Outcrop ÷ nginx)
-    "full": ("full", "≥ 0.9, throughput"),
-    "subset": ("subset", "≤ 1.2, time"),
-}
-
-
 def paired_row(suite: Suite, doc: dict[str, Any], key: str) -> str:
     """Outcrop ÷ nginx from reads alternating between them in one client process
     (run.Bench.paired): throughput ratio for the full read, time ratio for the subset,
     with whether the target's bound holds on that ratio."""
-    what, bound = PAIRED[key]
     crc = doc["ref"].get("full_crc" if key == "full" else "subset_crc")
     cells = []
     for name in suite.outcrop:
         p = (doc["results"].get(name) or {}).get("paired") or {}
-        ours, ref = median(p.get(f"{what}_times", [])), median(p.get(f"ref_{what}_times", []))
+        ours, ref = median(p.get(f"{key}_times", [])), median(p.get(f"ref_{key}_times", []))
         if not ours or not ref:
             cells.append(escape("; ".join(p.get("errors", []))[:120]) or "—")
             continue
-        if p.get(f"{what}_crc") != crc or p.get(f"ref_{what}_crc") != crc:
+        if p.get(f"{key}_crc") != crc or p.get(f"ref_{key}_crc") != crc:
             cells.append(WRONG)
             continue
-        ratio = ref / ours if key == "full" else ours / ref
-        met = ratio >= 0.9 if key == "full" else ratio <= 1.2
-        n = len(p[f"{what}_times"])
+        ratio = ref / ours if key == "full" else ours / ref  # as `target` compares
+        target = suite.target(key, name)
+        assert target is not None and target.of_ref
+        met = ratio >= target.bound if target.at_least else ratio <= target.bound
+        n = len(p[f"{key}_times"])
         cells.append(
             f"{'yes' if met else '**NO**'} ({ratio:.2f}x nginx; {ours * 1e3:,.0f} vs "
             f"{ref * 1e3:,.0f} ms, medians of {n})"
         )
-    title = f"(paired with nginx in one client, reads alternating; target {bound})"
+    what = "throughput" if key == "full" else "time"
+    title = f"(paired with nginx in one client, reads alternating; {what} ratio)"
     return f"| {title} | {'full read' if key == 'full' else 'small subset'} | {' | '.join(cells)} |"
 
 

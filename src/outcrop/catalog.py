@@ -181,7 +181,7 @@ class Catalog:
         path = sqlite_path(self.settings.db_url)
         tables = None
         if path is not None and self._engine is None and writable(path):
-            tables = read_catalog(path)
+            tables = read_catalog(path, FILE_FIELDS, WANTED_FIELDS)
         if tables is None:  # another database, or one to migrate: through SQLAlchemy
             self.refresh()
             return

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 HEAD = "0005"  # the newest revision in migrations/versions; a test checks they agree
-FILE_COLUMNS = ("root", "path", "size", "mtime_ns", "groups", "title", "error", "series")
-DATASET_COLUMNS = ("id", "title", "description", "driver", "root", "source", "version", "error")
 
 
 @dataclass(frozen=True)
@@ -50,9 +48,12 @@ def writable(path: Path) -> bool:
     return os.access(parent, os.W_OK | os.X_OK)
 
 
-def read_catalog(path: Path) -> CatalogTables | None:
-    """The catalog tables of the database at `path`: empty when there is no such file
-    yet; None when it is not at `HEAD` or cannot be read as one (`outcrop.db` handles it)."""
+def read_catalog(
+    path: Path, file_columns: tuple[str, ...], dataset_columns: tuple[str, ...]
+) -> CatalogTables | None:
+    """These columns of the catalog tables of the database at `path`: empty when there is
+    no such file yet; None when it is not at `HEAD` or cannot be read as one (`outcrop.db`
+    handles it)."""
     if not path.exists():
         return CatalogTables([], [], (0, "None"))
     try:
@@ -64,8 +65,8 @@ def read_catalog(path: Path) -> CatalogTables | None:
         if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(HEAD,)]:
             return None
         count, newest = conn.execute(STAMP_QUERY).fetchone()
-        files = _rows(conn, "files", FILE_COLUMNS)
-        datasets = _rows(conn, "datasets", DATASET_COLUMNS)
+        files = _rows(conn, "files", file_columns)
+        datasets = _rows(conn, "datasets", dataset_columns)
     except sqlite3.Error:
         return None
     finally:
@@ -79,5 +80,5 @@ STAMP_QUERY = "SELECT count(*), max(updated) FROM datasets"
 
 
 def _rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}")  # noqa: S608 (constants)
+    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}")  # noqa: S608 (names from the models)
     return [dict(zip(columns, row, strict=True)) for row in cursor]
