@@ -56,10 +56,10 @@ def read_full(spec: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 def read_paired(spec: dict[str, Any], out: dict[str, Any]) -> None:
-    """The full read and the small subset from `url` and from `ref_url` alternately, in
-    this one process (both warmed up first, untimed), so that both meet the same client
-    and the same machine speed: the ratio of their medians is fair even when the machine's
-    speed drifts over the minutes between contenders."""
+    """The full read and the small subset from `url` and from `ref_url` alternately (in
+    the order AB BA AB …), in this one process (both warmed up first, untimed), so that
+    both meet the same client and the same machine speed: the ratio of their medians is
+    fair even when the machine's speed drifts over the minutes between contenders."""
     sel = {k: slice(*v) for k, v in spec["subset"].items()}
     fmt = spec.get("zarr_format")
     urls = {"": spec["url"], "ref_": spec["ref_url"]}
@@ -84,8 +84,11 @@ def read_paired(spec: dict[str, Any], out: dict[str, Any]) -> None:
         name = which.__name__
         for url in urls.values():
             which(url)  # warm-up
-        for _ in range(reps):
-            for prefix, url in urls.items():
+        for rep in range(reps):
+            # ABBA: each goes first in half the pairs, so neither always meets the
+            # machine just after the other's 378 MB were freed
+            order = list(urls.items()) if rep % 2 == 0 else list(urls.items())[::-1]
+            for prefix, url in order:
                 took, check = which(url)
                 out.setdefault(f"{prefix}{name}_times", []).append(took)
                 out[f"{prefix}{name}_crc"] = check

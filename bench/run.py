@@ -162,7 +162,9 @@ class Bench:
             res["mem_start"] = srv.memory()
             self.full_and_subset(c, srv, res)
             if c.server == "outcrop" and c.protocol == "zarr" and c.ref:
-                res["paired"] = self.paired(c, srv)
+                res["paired"] = self.paired(c, srv, c.ref)
+            if c.server == "outcrop" and c.protocol == "zarr" and c.ref2:
+                res["paired2"] = self.paired(c, srv, c.ref2)
             srv.stop()
             srv = None
             if self.tools.get("wrk"):
@@ -190,11 +192,11 @@ class Bench:
             res["errors"] += replay.misses(self.logs)
         return res
 
-    def paired(self, c: Contender, srv: Server) -> dict[str, Any]:
-        """Full reads and small subsets from `c` and from its nginx reference alternately,
-        in one client process (reader.read_paired): the ratios no drift of the machine's
-        speed between contenders can bend."""
-        ref = next(r for r in CONTENDERS if r.name == c.ref)
+    def paired(self, c: Contender, srv: Server, ref_name: str) -> dict[str, Any]:
+        """Full reads and small subsets from `c` and from nginx serving `ref_name`'s copy
+        alternately, in one client process (reader.read_paired): the ratios no drift of the
+        machine's speed between contenders can bend."""
+        ref = next(r for r in CONTENDERS if r.name == ref_name)
         nginx = self.server_for(ref, "paired")
         nginx.start(self.run_dir)
         try:
@@ -209,7 +211,7 @@ class Bench:
             out = self.run_reader(spec, self.cfg.full_budget * 4)
         finally:
             nginx.stop()
-        say_paired(out)
+        say_paired(out, ref.name)
         return out
 
     def full_and_subset(self, c: Contender, srv: Server, res: dict[str, Any]) -> None:
@@ -542,12 +544,12 @@ class Bench:
         return md
 
 
-def say_paired(out: dict[str, Any]) -> None:
+def say_paired(out: dict[str, Any], ref: str) -> None:
     def ms(key: str) -> list[float]:
         return [round(t * 1e3) for t in out.get(key, [])]
 
     print(
-        f"    paired with nginx, full read ms: {ms('full_times')} vs {ms('ref_full_times')}; "
+        f"    paired with {ref}, full read ms: {ms('full_times')} vs {ms('ref_full_times')}; "
         f"subset ms: {ms('subset_times')} vs {ms('ref_subset_times')} {out['errors'] or ''}",
         flush=True,
     )

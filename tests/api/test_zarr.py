@@ -473,3 +473,61 @@ def test_plain_netcdf4_files_are_mirrored_and_files_with_strings_go_through_xarr
         through_xarray = httpx.get(f"{awkward_server.url}/zarr/nc4/{doc}")
         assert mirrored.headers["etag"].endswith(f'-{fmt}-m"')
         assert through_xarray.headers["etag"].endswith(f'-{fmt}"')
+
+
+def test_pipelined_requests_get_their_own_answers_in_order(
+    awkward_server: Server, awkward: Path
+) -> None:
+    """Several requests sent at once on one connection (the server holds each answer's
+    small writes for one event-loop step, cli/protocol.py): every answer arrives whole and
+    in order, small and large, stored chunk, 404 and HEAD, and a streamed CSV."""
+    import socket
+
+    import h11
+
+    base = "/zarr/nc4_numeric"
+    csv = "/api/datasets/contiguous_big/data?var=big&row=0/99&format=csv"
+    targets = [
+        ("GET", f"{base}/.zmetadata"),
+        ("GET", f"{base}/edge/1.2.2"),
+        ("HEAD", f"{base}/.zmetadata"),
+        ("GET", "/zarr/no/such/.zmetadata"),
+        ("GET", "/zarr/contiguous_big/big/0.0"),
+        ("GET", csv),
+        ("GET", f"{base}/edge/c/0/0/0"),
+    ]
+    host, port = awkward_server.url.removeprefix("http://").split(":")
+    request = "".join(f"{m} {t} HTTP/1.1\r\nHost: {host}\r\n\r\n" for m, t in targets)
+    client = h11.Connection(h11.CLIENT)
+    answers: list[tuple[int, bytes]] = []
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request.encode())
+        for method, target in targets:
+            client.send(h11.Request(method=method, target=target, headers=[("Host", host)]))
+            client.send(h11.EndOfMessage())  # (already sent above, all at once)
+            status, body = 0, b""
+            while True:
+                event = client.next_event()
+                if event is h11.NEED_DATA:
+                    data = sock.recv(1 << 20)
+                    assert data, "the connection closed before every answer arrived"
+                    client.receive_data(data)
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            answers.append((status, body))
+            client.start_next_cycle()
+    with h5py.File(awkward / "nc4_numeric.nc") as f:
+        stored = {c: f["edge"].id.read_direct_chunk(c)[1] for c in ((4, 8, 6), (0, 0, 0))}
+    one_by_one = [httpx.request(m, f"{awkward_server.url}{t}") for m, t in targets]
+    assert [status for status, _ in answers] == [200, 200, 200, 404, 200, 200, 200]
+    assert answers[1][1] == stored[4, 8, 6]
+    assert answers[6][1] == stored[0, 0, 0]
+    assert answers[2][1] == b""
+    assert len(answers[4][1]) > 1 << 16  # larger than what the server holds back
+    assert len(answers[5][1]) > 1 << 16
+    for target, (_, body), alone in zip(targets, answers, one_by_one, strict=True):
+        assert body == alone.content, target  # as on a connection of its own

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
+import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -53,7 +53,9 @@ def request_id_of(scope: Scope) -> str:
             if 0 < len(text) <= MAX_ID_LENGTH and text.isprintable():
                 return text
             break
-    return os.urandom(8).hex()
+    # An identifier, not a secret: no system call per request (`random` is seeded from
+    # the OS at start and again in every forked worker).
+    return f"{random.getrandbits(64):016x}"
 
 
 async def handle(

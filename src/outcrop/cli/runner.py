@@ -23,6 +23,7 @@ from gunicorn import glogging  # type: ignore[import-untyped,unused-ignore]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped,unused-ignore]
 from uvicorn_worker import UvicornWorker  # uvicorn's own `uvicorn.workers` is deprecated
 
+from outcrop.cli.protocol import CoalescingHttpToolsProtocol
 from outcrop.errors import OutcropError
 from outcrop.log import configure, enabled, logger, reopen
 from outcrop.settings import Settings, load_settings
@@ -190,13 +191,10 @@ class GunicornLog(glogging.Logger):  # type: ignore[misc]
 
 
 def _http_protocol() -> Any:
-    """httptools' protocol, closing idle connections gently when the worker stops."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # no httptools: uvicorn's h11 protocol as it is
-        return "auto"
+    """`outcrop serve`'s protocol (cli/protocol.py), closing idle connections gently when
+    the worker stops."""
 
-    class DrainingHttpToolsProtocol(HttpToolsProtocol):
+    class DrainingHttpToolsProtocol(CoalescingHttpToolsProtocol):
         """On shutdown uvicorn closes idle keep-alive connections at once, which resets a
         request a client is sending at that moment. Instead, answer a request arriving
         within DRAIN_S with `Connection: close`, and close the connection after that."""

@@ -109,7 +109,10 @@ def _run(settings: Settings) -> None:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Uvicorn's settings: our own logging and `X-Forwarded-*` handling, not its."""
+    from outcrop.cli.protocol import CoalescingHttpToolsProtocol
+
     return dict(
+        http=CoalescingHttpToolsProtocol,
         host=settings.host,
         port=settings.port,
         root_path=settings.root_path,

@@ -30,11 +30,11 @@ from pydantic import (
 )
 
 from outcrop.drivers import Source
+from outcrop.drivers.program import SUFFIX
 from outcrop.drivers.program.request import NS, extra_value
 from outcrop.errors import BadQuery, ConfigError
 from outcrop.model import Extra, Parameter, ParameterType
 
-SUFFIX = ".reader.toml"
 BUILTINS = ("start", "stop", "parameters", "resolution")
 # `{name}` is a placeholder; `{{` and `}}` stand for literal braces.
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
