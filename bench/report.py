@@ -460,7 +460,7 @@ def paired_row(suite: Suite, doc: dict[str, Any], key: str, pairing: str = "pair
             f"{ref * 1e3:,.0f} ms, medians of {n})"
         )
     what = "throughput" if key == "full" else "time"
-    copy = "" if pairing == "paired" else ", serving the same zlib chunks (information)"
+    copy = "" if pairing == "paired" else " serving the same zlib chunks, for information:"
     title = f"(paired with nginx{copy} in one client, reads alternating; {what} ratio)"
     return f"| {title} | {'full read' if key == 'full' else 'small subset'} | {' | '.join(cells)} |"
 
