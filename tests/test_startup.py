@@ -366,6 +366,92 @@ async def test_services_start_once_built_in_the_background_and_stop_at_shutdown(
     assert closed == [True]
 
 
+class SlowService:
+    """A service whose start blocks until `release` is set; `fail` makes it raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.release, self.starting = threading.Event(), threading.Event()
+        self.fail = fail
+        self.events: list[str] = []
+
+    def start(self) -> SlowService:
+        self.starting.set()
+        assert self.release.wait(30)
+        if self.fail:
+            raise RuntimeError("the queue is not reachable")
+        self.events.append("started")
+        return self
+
+    def stop(self) -> None:
+        self.events.append("stopped")
+
+
+@pytest.mark.anyio
+async def test_a_request_waiting_for_the_build_does_not_wait_for_the_services(
+    served: tuple[Settings, Catalog], late_plugin: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first `/api/datasets` is answered while a service (the job consumer, on a
+    restart: a second catalog and SQLAlchemy) is still starting; a shutdown then waits
+    for the services to start, and stops them all."""
+    import anyio
+
+    monkeypatch.setattr(app_module, "BUILD_DELAY_S", 60)
+    slow = SlowService()
+    app = late_app(served)
+    app.site.services.append(slow.start)
+    inbox, replies = ["lifespan.startup"], []
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        anyio.create_task_group() as group,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        group.start_soon(lifespan, app, inbox, replies)
+        with anyio.fail_after(30):
+            listing = await client.get("/api/datasets")
+        assert listing.status_code == 200 and listing.json()["total"] == 2
+        assert await anyio.to_thread.run_sync(slow.starting.wait, 30)
+        assert slow.events == [] and late_plugin.events == []  # started in turn, after it
+        inbox.append("lifespan.shutdown")
+        await anyio.sleep(0.2)
+        assert replies == ["lifespan.startup.complete"]  # the shutdown waits for the start
+        slow.release.set()
+    assert replies == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert slow.events == ["started", "stopped"]
+    assert late_plugin.events == ["started", "stopped"]
+
+
+@pytest.mark.anyio
+async def test_a_service_that_fails_to_start_is_logged_and_the_others_run(
+    served: tuple[Settings, Catalog],
+    late_plugin: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anyio
+    from structlog.testing import capture_logs
+
+    monkeypatch.setattr(app_module, "BUILD_DELAY_S", 60)
+    broken = SlowService(fail=True)
+    broken.release.set()
+    app = late_app(served)
+    app.site.services.insert(0, broken.start)  # before the plugin's own
+    inbox, replies = ["lifespan.startup"], []
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        anyio.create_task_group() as group,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        group.start_soon(lifespan, app, inbox, replies)
+        with anyio.fail_after(30), capture_logs() as logged:
+            assert (await client.get("/healthz")).status_code == 200
+            while late_plugin.events != ["started"]:
+                await anyio.sleep(0.01)
+        assert (await client.get("/late/x")).status_code == 200
+        inbox.append("lifespan.shutdown")
+    assert late_plugin.events == ["started", "stopped"] and broken.events == []
+    failed = [e for e in logged if e["event"] == "service_start_failed"]
+    assert [e["error"] for e in failed] == ["RuntimeError: the queue is not reachable"]
+
+
 @pytest.mark.anyio
 async def test_a_shutdown_before_any_build_builds_nothing(
     served: tuple[Settings, Catalog], late_plugin: Recorder
@@ -435,6 +521,54 @@ def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     with sqlite3.connect(state / "catalog.sqlite") as conn:
         assert {row[0] for row in conn.execute("SELECT id FROM datasets")} == ids
         assert len(conn.execute("SELECT path FROM files").fetchall()) == 2
+
+
+RESTART_ANSWER = """
+import json, runpy, sys
+import outcrop.api.app as app_module
+out, build = sys.argv[1], app_module.build_api
+
+def noting(*args, **kwargs):
+    api = build(*args, **kwargs)
+    with open(out, "w") as f:  # the modules loaded once the application is built
+        json.dump(sorted(sys.modules), f)
+    return api
+
+app_module.build_api = noting
+sys.argv = ["outcrop", *sys.argv[2:]]
+runpy.run_module("outcrop", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_restart_builds_its_application_without_sqlalchemy(tmp_path: Path) -> None:
+    """A restart over a kept data folder (nothing changed) reads its catalog with the
+    standard library, and builds the FastAPI application for its first `/api/datasets`
+    without importing SQLAlchemy: the job records, the image store and the metrics'
+    database are reached when first used. The jobs API then answers from the database."""
+    state, listed = tmp_path / "state", tmp_path / "modules.json"
+    first = start_server([str(GRIDS)], state)  # indexes, and writes the catalog database
+    first.stop()
+    script = tmp_path / "restart_answer.py"
+    script.write_text(RESTART_ANSWER)
+    port = free_port()
+    argv = [sys.executable, str(script), str(listed), "serve", str(GRIDS)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(state)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        listing = poll(process, f"{base}/api/datasets")
+        jobs = httpx.get(f"{base}/api/jobs", headers={"X-Outcrop-Client": "me"}, timeout=60)
+        metrics = httpx.get(f"{base}/metrics", timeout=60)
+    finally:
+        process.terminate()
+        process.wait(30)
+    modules = {name.split(".")[0] for name in json.loads(listed.read_text())}
+    assert {"fastapi", "outcrop"} <= modules  # written after the build
+    assert not modules & {"sqlalchemy", "alembic"}, sorted(modules & {"sqlalchemy", "alembic"})
+    assert {d["id"] for d in listing.json()["datasets"]} == {"A1B_north_america", "ostia_monthly"}
+    assert jobs.status_code == 200 and jobs.json()["total"] == 0
+    assert metrics.status_code == 200
+    assert 'outcrop_jobs{state="queued"} 0.0' in metrics.text  # read from the database
 
 
 def test_a_server_stopped_before_its_first_request_still_writes_its_catalog(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outcrop.dbfile import HEAD as HEAD  # the newest revision (re-exported)
+from outcrop.dbfile import now as now  # re-exported
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATE_LOCK = 0x6F7574_6D696772  # PostgreSQL advisory lock held while migrating ("outmigr")
@@ -177,10 +178,6 @@ class ImageKeywordRow(Base):
     name: Mapped[str] = mapped_column(String(72), primary_key=True)
     text: Mapped[str] = mapped_column(String(256))
     number: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def connect(url: str) -> Engine:

@@ -12,10 +12,17 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 HEAD = "0005"  # the newest revision in migrations/versions; a test checks they agree
+
+
+def now() -> datetime:
+    """The time stamps the tables store (UTC); here, so that code which only needs the
+    clock does not import SQLAlchemy (`outcrop.db` re-exports it)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,9 @@ class OutcropApp:
     wait as long). It is built once, in a background thread, when the fast-path requests
     in progress are all answered, or `BUILD_DELAY_S` after start-up if none is; a request
     that needs it before then (`/healthz`, `/api/…`) builds it, or waits for the build.
-    The services of the route sets (the job consumer) start when it is built, and stop,
-    with the pipeline, at shutdown: this app answers the ASGI lifespan itself.
+    The services of the route sets (the job consumer) start in another background thread
+    once it is built (a request waiting for the build does not wait for them too), and
+    stop, with the pipeline, at shutdown: this app answers the ASGI lifespan itself.
     """
 
     def __init__(self, site: Site, chosen: list[RouteSet]) -> None:
@@ -78,12 +79,14 @@ class OutcropApp:
         self.trusted = TrustedProxies(site.settings.forwarded_allow_ips)
         self._api: FastAPI | None = None
         self._failed: BaseException | None = None
-        self._lock = threading.Lock()  # held while building, and while stopping
+        self._lock = threading.Lock()  # held while building
+        self._services_lock = threading.Lock()  # held while starting or stopping services
         self._scheduled = False  # a background build was started
         self._timer: threading.Timer | None = None
         self._answering = 0  # fast-path requests in progress
         self._serving = False  # lifespan startup received: services run once built
         self._stopped = False
+        self._services_started = False
         self._running: list[Stoppable] = []
 
     @property
@@ -93,8 +96,11 @@ class OutcropApp:
 
     def build(self) -> FastAPI:
         """Build the FastAPI application once (blocking; concurrent callers wait for the
-        first), and start the route sets' services if the server is running. A failed
-        build is logged once and raised again to every caller."""
+        first), then start the route sets' services in the background if the server is
+        running. A failed build is logged once and raised again to every caller."""
+        api = self._api
+        if api is not None:
+            return api
         with self._lock:
             if self._api is not None:
                 return self._api
@@ -103,15 +109,15 @@ class OutcropApp:
             self._save_catalog()
             try:
                 api = build_api(self.site, self.chosen)
-                if self._serving and not self._stopped:
-                    self._start_services()
             except Exception as exc:
                 self._failed = exc
                 log.exception("app_build_failed")
                 raise
             self.prefixes = tuple(self.site.prefixes)  # `add` may register prefixes too
             self._api = api
-            return api
+        if self._serving:
+            self._start_services_soon()
+        return api
 
     def _save_catalog(self) -> None:
         """Write what the start's scan changed to the catalog database (`Catalog.start`);
@@ -138,12 +144,27 @@ class OutcropApp:
         with contextlib.suppress(Exception):  # logged by build(); raised again to requests
             self.build()
 
+    def _start_services_soon(self) -> None:
+        """Start the services in a background thread (once; see `_start_services`)."""
+        name = "outcrop-services"
+        threading.Thread(target=self._start_services, name=name, daemon=True).start()
+
     def _start_services(self) -> None:
-        """Start what the route sets run beside the server (call with the lock held)."""
-        for start in self.site.services:
-            service = start()
-            if service is not None:
-                self._running.append(service)
+        """Start what the route sets run beside the server, once, unless it is stopping
+        (a shutdown waits for a start in progress, then stops what it started). A service
+        that fails to start is logged; the others start, and the server goes on."""
+        with self._services_lock:
+            if self._stopped or self._services_started:
+                return
+            self._services_started = True
+            for start in self.site.services:
+                try:
+                    service = start()
+                except Exception as exc:
+                    log.exception("service_start_failed", error=f"{type(exc).__name__}: {exc}")
+                    continue
+                if service is not None:
+                    self._running.append(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -226,10 +247,9 @@ class OutcropApp:
                 return
 
     def _startup(self) -> None:
-        with self._lock:
-            self._serving = True
-            if self._api is not None and not self._running:
-                self._start_services()  # built before the server started
+        self._serving = True
+        if self._api is not None:
+            self._start_services_soon()  # built before the server started
         self._timer = threading.Timer(BUILD_DELAY_S, self._build_if_idle)
         self._timer.daemon = True
         self._timer.start()
@@ -239,7 +259,7 @@ class OutcropApp:
         pipeline; a build in progress is waited for."""
         if self._timer is not None:
             self._timer.cancel()
-        with self._lock:
+        with self._lock, self._services_lock:
             self._stopped = True
             running, self._running = self._running, []
         for service in reversed(running):
@@ -299,7 +319,7 @@ def build_api(site: Site, chosen: tuple[RouteSet, ...]) -> FastAPI:
     api.state.routes = install(site, chosen)
     api.state.metrics = metrics.registry_for(
         settings,
-        pipeline.catalog.engine,
+        lambda: pipeline.catalog.engine,
         _queue_depth(settings) if "jobs" in api.state.routes else None,
     )
     return api

@@ -89,10 +89,11 @@ async def metrics(request: Request) -> Response:
 
 
 def registry_for(
-    settings: Settings, engine: Any, queue_depth: Callable[[], int] | None
+    settings: Settings, engine: Callable[[], Any], queue_depth: Callable[[], int] | None
 ) -> CollectorRegistry:
     """What one app's `/metrics` shows: this process's metrics (or every worker's, in
-    multiprocess mode) and the shared state read at scrape time."""
+    multiprocess mode) and the shared state read at scrape time; `engine` gives the
+    catalog database's engine (called at the first scrape, not before)."""
     registry = CollectorRegistry(auto_describe=False)
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
@@ -124,7 +125,7 @@ class SharedState(Collector):
     answers while the database is down; `/readyz` says what is wrong."""
 
     def __init__(
-        self, settings: Settings, engine: Any, queue_depth: Callable[[], int] | None
+        self, settings: Settings, engine: Callable[[], Any], queue_depth: Callable[[], int] | None
     ) -> None:
         self.settings, self.engine, self.queue_depth = settings, engine, queue_depth
 
@@ -169,7 +170,7 @@ class SharedState(Collector):
 
         family = GaugeMetricFamily("outcrop_jobs", "Job records by state.", labels=["state"])
         counts = dict.fromkeys(("queued", "running", "finished", "failed", "cancelled"), 0)
-        with self.engine.connect() as connection:
+        with self.engine().connect() as connection:
             query = select(JobRow.status, func.count()).group_by(JobRow.status)
             counts.update({status: int(n) for status, n in connection.execute(query)})
         for state, count in counts.items():

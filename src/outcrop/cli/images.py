@@ -12,8 +12,7 @@ from outcrop.log import configure
 from outcrop.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from outcrop.images.service import ImageService
-    from outcrop.images.store import SavedFile
+    from outcrop.images.service import ImageService, SavedFile
 
 ingest_app = typer.Typer(help="Ingest collections into the catalog.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy.engine import Engine
-
-from outcrop.db import ImageRow
 from outcrop.errors import BadQuery, SourceError, TooLarge
 from outcrop.images.ingest import (
     SourceGone,
@@ -24,18 +21,42 @@ from outcrop.images.ingest import (
     read_images,
 )
 from outcrop.images.search import ImageQuery
-from outcrop.images.store import ImageStore, SavedFile, check_collection
 from outcrop.log import logger
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from outcrop.cache import DiskStore
+    from outcrop.db import ImageRow
+    from outcrop.images.store import ImageStore
 
 log = logger(__name__)
 FORMATS = {"fits": "application/fits", "png": "image/png", "jpeg": "image/jpeg"}
 EXTENSIONS = {"fits": "fits", "png": "png", "jpeg": "jpg"}
 FORMAT_ALIASES = {"jpg": "jpeg", "fit": "fits"}
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+COLLECTION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    """What ingest did with a file: `status` is "ingested", "unchanged", "failed" or
+    "removed" (the file is gone; `images` is then how many of its images went)."""
+
+    source: str
+    status: str
+    images: int = 0
+    error: str = ""
+
+
+def check_collection(name: str) -> str:
+    if not name or not set(name) <= COLLECTION_CHARS or len(name) > 128:
+        raise BadQuery(
+            f"collection name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-'",
+            parameter="collection",
+        )
+    return name
 
 
 class CutoutTooLarge(BadQuery, TooLarge):
@@ -100,8 +121,10 @@ class ImageService:
     """The image collections of one catalog database."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
+        from outcrop.images.store import ImageStore  # SQLAlchemy: not with the routes
+
         self.settings = settings
-        self.store = ImageStore(engine)
+        self.store: ImageStore = ImageStore(engine)
         self._cache: DiskStore | None = None
 
     # -- ingest ------------------------------------------------------------------------

@@ -24,18 +24,6 @@ from outcrop.images.ingest import Fingerprint, ImageRecord
 from outcrop.images.search import ImageQuery, KeywordFilter
 
 TEXT_LIMIT = 256  # characters of a keyword's text kept for filtering
-COLLECTION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-@dataclass(frozen=True)
-class SavedFile:
-    """What ingest did with a file: `status` is "ingested", "unchanged", "failed" or
-    "removed" (the file is gone; `images` is then how many of its images went)."""
-
-    source: str
-    status: str
-    images: int = 0
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,15 +35,6 @@ class FileImages:
     url: str
     print_: Fingerprint
     records: Sequence[ImageRecord]
-
-
-def check_collection(name: str) -> str:
-    if not name or not set(name) <= COLLECTION_CHARS or len(name) > 128:
-        raise BadQuery(
-            f"collection name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-'",
-            parameter="collection",
-        )
-    return name
 
 
 def image_id(collection: str, path: str, hdu: int, several: bool) -> str:

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from outcrop.catalog import Catalog
-from outcrop.db import now
+from outcrop.dbfile import now
 from outcrop.jobs.run import Runner
-from outcrop.jobs.store import MAX_ATTEMPTS, JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
     from huey import Huey
+
+    from outcrop.jobs.store import JobStore
 
 log = logger(__name__)
 TASK = "outcrop.run_job"
@@ -156,6 +157,8 @@ class Checker:
 
     def check(self) -> int:
         """Re-queue (or, past MAX_ATTEMPTS, fail) stale jobs; how many were re-queued."""
+        from outcrop.jobs.store import MAX_ATTEMPTS
+
         lease = timedelta(seconds=self.settings.job_lease_s)
         requeued = 0
         for row in self.store.stale(lease, lease * REQUEUE_FACTOR):
@@ -214,6 +217,7 @@ def start_consumer(settings: Settings, threads: int | None = None) -> Stoppable:
     """Run jobs from the settings' queue in `threads` threads (default `job_workers`) of
     this process, until `stop()`."""
     from outcrop.jobs.service import clean_jobs
+    from outcrop.jobs.store import JobStore
 
     catalog = Catalog(settings)
     catalog.load()

@@ -6,12 +6,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from outcrop.db import JobRow
 from outcrop.errors import BadQuery
+
+if TYPE_CHECKING:
+    from outcrop.db import JobRow
 
 Status = Literal["queued", "running", "finished", "failed", "cancelled"]
 OutputFormat = Literal["netcdf", "csv"]

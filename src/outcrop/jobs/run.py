@@ -26,14 +26,15 @@ import orjson
 import structlog
 
 from outcrop.catalog import Catalog
-from outcrop.db import JobRow, now
+from outcrop.dbfile import now
 from outcrop.errors import OutcropError
 from outcrop.jobs.request import SUFFIX
-from outcrop.jobs.store import JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
 
 if TYPE_CHECKING:
+    from outcrop.db import JobRow
+    from outcrop.jobs.store import JobStore
     from outcrop.operations import Operation
 
 log = logger(__name__)
@@ -126,6 +127,8 @@ class Runner:
     def __init__(self, settings: Settings, catalog: Catalog, stopping: threading.Event) -> None:
         self.settings = settings
         self.catalog = catalog
+        from outcrop.jobs.store import JobStore  # SQLAlchemy: not imported with the routes
+
         self.store = JobStore(catalog.engine)
         self.stopping = stopping
 

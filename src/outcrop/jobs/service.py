@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import shutil
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from outcrop.catalog import Catalog
-from outcrop.db import now
+from outcrop.dbfile import now
 from outcrop.errors import BadQuery, DatasetNotFound, SourceError, TooLarge
 from outcrop.jobs.queue import enqueue
 from outcrop.jobs.request import Job, JobRequest, job_id, utc
 from outcrop.jobs.run import jobs_dir, parse_operations, upload_dir, zip_name
-from outcrop.jobs.store import JobStore
 from outcrop.log import logger
 from outcrop.settings import Settings
+
+if TYPE_CHECKING:
+    from outcrop.jobs.store import JobStore
 
 log = logger(__name__)
 REUSED = ("queued", "running", "finished")
 
 
 class JobService:
-    """Jobs of one deployment; `catalog` is the served one (a `Pipeline`'s `.catalog`)."""
+    """Jobs of one deployment; `catalog` is the served one (a `Pipeline`'s `.catalog`).
+
+    The job records are reached on first use: building the routes (before a restarted
+    server's first answer) neither imports SQLAlchemy nor connects to the database."""
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.store = JobStore(catalog.engine)
+
+    @functools.cached_property
+    def store(self) -> JobStore:
+        from outcrop.jobs.store import JobStore
+
+        return JobStore(self.catalog.engine)
 
     def submit(
         self, request: JobRequest, uploads: Mapping[str, Path], owner: str | None = None
