@@ -170,3 +170,43 @@ def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
     xr.Dataset({"a": ("x", [1.0])}).to_netcdf(plain)
     with pytest.raises(SourceError, match=r"plain\.nc group 'nope'"):
         GRID.open(Source((plain,), group="nope"))
+
+
+def h5py_groups(path: Path) -> tuple[str, ...]:
+    """Groups holding a netCDF variable, found with h5py: datasets that are not bare
+    netCDF dimensions (the reference the libnetcdf walk of the probe is checked with)."""
+    import h5py
+
+    found: list[str] = []
+
+    def holds_variables(group: h5py.Group) -> bool:
+        return any(
+            isinstance(item, h5py.Dataset)
+            and not bytes(item.attrs.get("NAME", b"")).startswith(b"This is a netCDF dimension")
+            for item in group.values()
+        )
+
+    with h5py.File(path, "r") as f:
+        if holds_variables(f):
+            found.append("")
+        f.visititems(
+            lambda name, obj: (
+                found.append(name) if isinstance(obj, h5py.Group) and holds_variables(obj) else None
+            )
+        )
+    return tuple(sorted(found)) or ("",)
+
+
+def test_probe_groups_are_the_groups_h5py_finds_variables_in(archive: Path) -> None:
+    """Every NetCDF-4/HDF5 file of the archive (real GOES, OSTIA, A1B files, generated
+    ones with nested groups): the probe's one libnetcdf walk finds the groups holding
+    variables that h5py finds."""
+    from outcrop.drivers.grid import is_hdf5
+
+    files = sorted(p for p in archive.rglob("*") if p.is_file() and is_hdf5(p))
+    assert len(files) >= 8
+    nested = 0
+    for path in files:
+        assert GRID.probe(path).groups == h5py_groups(path), path
+        nested += len(GRID.probe(path).groups) > 1
+    assert nested >= 1
