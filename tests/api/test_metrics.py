@@ -14,7 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from outcrop.api.rest import check_database
+from outcrop.api.rest import check_catalog_database, check_database
+from outcrop.catalog import Catalog
+from outcrop.settings import Settings
 from tests.conftest import DATA, Server, start_server
 
 SERIES = "timeseries/SOI_Darwin"
@@ -153,6 +155,22 @@ def test_database_check_names_the_failure(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path}/missing/folder/catalog.sqlite")
     assert "unable to open database file" in check_database(engine)
     assert check_database(create_engine(f"sqlite:///{tmp_path}/ok.sqlite")) == ""
+
+
+def test_a_catalog_database_that_cannot_be_connected_is_the_readiness_problem(
+    tmp_path: Path,
+) -> None:
+    """Connected by the check itself (in its thread) when nothing connected it before:
+    a database that cannot be created is reported, not raised (a 503, not a 500)."""
+    unreachable = Settings(
+        data_dir=tmp_path / "state", database_url="sqlite:////proc/outcrop-none/catalog.sqlite"
+    )
+    problem = check_catalog_database(Catalog(unreachable))
+    assert problem.startswith(("FileNotFoundError", "PermissionError", "OSError")), problem
+    assert "/proc/outcrop-none" in problem
+    fine = Catalog(Settings(data_dir=tmp_path / "state"))
+    assert check_catalog_database(fine) == ""
+    fine.close()
 
 
 def test_counters_are_summed_over_worker_processes(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ class OutcropApp:
             if self._stopped or self._services_started:
                 return
             self._services_started = True
+            self._connect_database()
             for start in self.site.services:
                 try:
                     service = start()
@@ -165,6 +166,18 @@ class OutcropApp:
                     continue
                 if service is not None:
                     self._running.append(service)
+
+    def _connect_database(self) -> None:
+        """Connect the catalog database now, in the background (SQLAlchemy's import and
+        the schema check: the build leaves both to first use), so that the first request
+        needing it (jobs, images, `/readyz`, `/metrics`) does not wait for them. A failure
+        is logged here, and met again, and answered, by that request."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            _ = self.site.pipeline.catalog.engine
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("database_unavailable", error=f"{type(exc).__name__}: {exc}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from outcrop.api.app import in_threads, run_blocking
-from outcrop.catalog import parse_page
+from outcrop.catalog import Catalog, parse_page
 from outcrop.errors import BadQuery
 from outcrop.formats.netcdf import Cancelled
 from outcrop.pipeline import Pipeline, Rendered, SubsetPlan, plan_subset, render_subset
@@ -68,7 +68,7 @@ async def readyz(request: Request) -> Response:
     else 503 naming what failed (a load balancer stops sending requests meanwhile)."""
     pipeline = pipeline_of(request)
     checks = {
-        "database": partial(check_database, pipeline.catalog.engine),
+        "database": partial(check_catalog_database, pipeline.catalog),
         "queue": partial(check_queue, pipeline.settings),
     }
     failed: dict[str, str] = {}
@@ -87,6 +87,18 @@ async def readyz(request: Request) -> Response:
 
 def checks_of(checks: dict[str, Any], failed: dict[str, str]) -> dict[str, str]:
     return {name: failed.get(name, "ok") for name in checks}
+
+
+def check_catalog_database(catalog: Catalog) -> str:
+    """`check_database` of the catalog's database, connected first if it is not yet (in
+    the check's thread: never on the event loop); a failure to connect is the problem."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        engine = catalog.engine
+    except (SQLAlchemyError, OSError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return check_database(engine)
 
 
 def check_database(engine: Any) -> str:
