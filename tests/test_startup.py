@@ -481,6 +481,17 @@ async def noting(send, status, *args, **kwargs):
             json.dump(seen["modules"], f)
 
 zarr_api.respond = noting
+import outcrop.api.middleware as middleware
+count = middleware.observe
+
+def counting(*args):  # the first answer counted in the metrics, on the event loop
+    count(*args)
+    if "counted" not in seen:
+        seen["counted"] = sorted(sys.modules)
+        with open(out + ".counted", "w") as f:
+            json.dump(seen["counted"], f)
+
+middleware.observe = counting
 sys.argv = ["outcrop", *sys.argv[2:]]
 runpy.run_module("outcrop", run_name="__main__", alter_sys=True)
 """
@@ -489,9 +500,9 @@ runpy.run_module("outcrop", run_name="__main__", alter_sys=True)
 def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     tmp_path: Path,
 ) -> None:
-    """A new data folder: the first `.zmetadata` is answered, complete, by a server that
-    has not imported FastAPI, Alembic, xarray, dask or zarr yet; `/api/datasets` then
-    answers too."""
+    """A new data folder: the first `.zmetadata` is answered, complete, and counted in the
+    metrics, by a server that has not imported FastAPI, Alembic, xarray, dask or zarr
+    yet; `/api/datasets` then answers too."""
     state, listed = tmp_path / "state", tmp_path / "modules.json"
     script = tmp_path / "first_answer.py"
     script.write_text(FIRST_ANSWER)
@@ -515,6 +526,9 @@ def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     # The catalog database is written after the first answer: no SQLAlchemy before it.
     heavy = {"fastapi", "alembic", "sqlalchemy", "xarray", "pandas", "dask", "zarr"}
     assert not modules & heavy, sorted(modules & heavy)
+    # Counting it in the metrics, on the event loop, imports none of them either.
+    counted = {name.split(".")[0] for name in json.loads(Path(f"{listed}.counted").read_text())}
+    assert "prometheus_client" in counted and not counted & heavy, sorted(counted & heavy)
     assert listing.status_code == 200
     ids = {"A1B_north_america", "ostia_monthly"}
     assert {d["id"] for d in listing.json()["datasets"]} == ids

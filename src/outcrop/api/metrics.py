@@ -2,8 +2,9 @@
 
 Request metrics are labelled by route template (`/api/datasets/{ds_id:path}`), never by
 raw path, and the fast paths by their prefix (`/zarr/{path}`), so the number of series
-stays bounded whatever clients ask for. Cache counters live in `outcrop.cache`. What is
-shared between processes (disk caches, job records, the queue) is read when scraped.
+stays bounded whatever clients ask for; they are counted in `outcrop.api.counters`, the
+cache counters in `outcrop.cache`. What is shared between processes (disk caches, job
+records, the queue) is read when scraped.
 
 With several worker processes, `PROMETHEUS_MULTIPROC_DIR` names a folder where every
 process writes its values (prometheus-client's multiprocess mode, chosen when the
@@ -20,14 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -37,45 +31,7 @@ from outcrop.settings import Settings
 log = logger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DISK_CACHES = ("series", "cutouts", "chunks")  # folders of data_dir holding a DiskStore
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-REQUESTS = Counter(
-    "outcrop_http_requests_total",
-    "HTTP requests answered, by route template, method and status.",
-    ["route", "method", "status"],
-)
-DURATION = Histogram(
-    "outcrop_http_request_duration_seconds",
-    "Time from a request's arrival to its last byte, by route template.",
-    ["route"],
-    buckets=BUCKETS,
-)
-SENT = Counter(
-    "outcrop_http_response_bytes_total", "Response body bytes sent, by route template.", ["route"]
-)
-# (route, method, status) -> its three children: `labels()` validates and locks on every
-# call, a dict lookup does not. Bounded: routes are templates, methods a fixed set.
-_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
-# Prometheus' text format has no use for the `_created` series: half the scrape, no value.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
 router = APIRouter()
-
-
-def observe(route: str, method: str, status: int, seconds: float, sent: int) -> None:
-    """Count one answered request (called by the middleware for every request)."""
-    if method not in METHODS:
-        method = "other"
-    key = (route, method, status)
-    children = _children.get(key)
-    if children is None:
-        requests, duration = REQUESTS.labels(route, method, str(status)), DURATION.labels(route)
-        children = _children[key] = (requests, duration, SENT.labels(route))
-    children[0].inc()
-    children[1].observe(seconds)
-    if sent:
-        children[2].inc(sent)
 
 
 @router.get("/metrics", tags=["service"])

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import structlog
 
+from outcrop.api.counters import observe
 from outcrop.api.errors import problem
 from outcrop.errors import OutcropError
 from outcrop.log import enabled, logger
@@ -30,19 +31,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logger("outcrop.access")
 REQUEST_ID = b"x-request-id"
 MAX_ID_LENGTH = 200
-# `outcrop.api.metrics.observe`, imported after the first response was sent (the module
-# imports prometheus-client and FastAPI, which a first Zarr answer does not wait for).
-_observe: Callable[[str, str, int, float, int], None] | None = None
-
-
-def observe(route: str, method: str, status: int, seconds: float, sent: int) -> None:
-    """Count one answered request in the metrics."""
-    global _observe
-    if _observe is None:
-        from outcrop.api.metrics import observe as counting
-
-        _observe = counting
-    _observe(route, method, status, seconds, sent)
 
 
 def request_id_of(scope: Scope) -> str:
