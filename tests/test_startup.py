@@ -8,6 +8,7 @@ SQLite and on PostgreSQL (skipped when none is reachable, required under CI=true
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,24 @@ async def test_services_start_once_built_in_the_background_and_stop_at_shutdown(
     assert closed == [True]
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    app: OutcropApp,
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[str], list[str]]]:
+    """`app` after its lifespan started, with a client; append "lifespan.shutdown" to the
+    inbox to stop it (the block then ends when the app has answered it)."""
+    import anyio
+
+    inbox, replies = ["lifespan.startup"], []
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        anyio.create_task_group() as group,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        group.start_soon(lifespan, app, inbox, replies)
+        yield client, inbox, replies
+
+
 class SlowService:
     """A service whose start blocks until `release` is set; `fail` makes it raise."""
 
@@ -399,13 +418,7 @@ async def test_a_request_waiting_for_the_build_does_not_wait_for_the_services(
     slow = SlowService()
     app = late_app(served)
     app.site.services.append(slow.start)
-    inbox, replies = ["lifespan.startup"], []
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        anyio.create_task_group() as group,
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-        group.start_soon(lifespan, app, inbox, replies)
+    async with serving(app) as (client, inbox, replies):
         with anyio.fail_after(30):
             listing = await client.get("/api/datasets")
         assert listing.status_code == 200 and listing.json()["total"] == 2
@@ -434,13 +447,7 @@ async def test_a_service_that_fails_to_start_is_logged_and_the_others_run(
     broken.release.set()
     app = late_app(served)
     app.site.services.insert(0, broken.start)  # before the plugin's own
-    inbox, replies = ["lifespan.startup"], []
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        anyio.create_task_group() as group,
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-        group.start_soon(lifespan, app, inbox, replies)
+    async with serving(app) as (client, inbox, _):
         with anyio.fail_after(30), capture_logs() as logged:
             assert (await client.get("/healthz")).status_code == 200
             while late_plugin.events != ["started"]:
@@ -497,6 +504,18 @@ runpy.run_module("outcrop", run_name="__main__", alter_sys=True)
 """
 
 
+def serve_noting(script: str, listed: Path, state: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`outcrop serve GRIDS` run by `script` (which writes the modules it has loaded at
+    some point to `listed`), on a free port: the process and its base URL."""
+    path = state.parent / "noting.py"
+    path.write_text(script)
+    port = free_port()
+    argv = [sys.executable, str(path), str(listed), "serve", str(GRIDS)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(state)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}"
+
+
 def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     tmp_path: Path,
 ) -> None:
@@ -504,13 +523,7 @@ def test_a_first_start_answers_zarr_metadata_before_importing_fastapi_or_xarray(
     metrics, by a server that has not imported FastAPI, Alembic, xarray, dask or zarr
     yet; `/api/datasets` then answers too."""
     state, listed = tmp_path / "state", tmp_path / "modules.json"
-    script = tmp_path / "first_answer.py"
-    script.write_text(FIRST_ANSWER)
-    port = free_port()
-    argv = [sys.executable, str(script), str(listed), "serve", str(GRIDS)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(state)]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve_noting(FIRST_ANSWER, listed, state)
     try:
         first = poll(process, f"{base}/zarr/ostia_monthly/.zmetadata")
         listing = httpx.get(f"{base}/api/datasets", timeout=60)
@@ -562,13 +575,7 @@ def test_a_restart_builds_its_application_without_sqlalchemy(tmp_path: Path) -> 
     state, listed = tmp_path / "state", tmp_path / "modules.json"
     first = start_server([str(GRIDS)], state)  # indexes, and writes the catalog database
     first.stop()
-    script = tmp_path / "restart_answer.py"
-    script.write_text(RESTART_ANSWER)
-    port = free_port()
-    argv = [sys.executable, str(script), str(listed), "serve", str(GRIDS)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(state)]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve_noting(RESTART_ANSWER, listed, state)
     try:
         listing = poll(process, f"{base}/api/datasets")
         jobs = httpx.get(f"{base}/api/jobs", headers={"X-Outcrop-Client": "me"}, timeout=60)
