@@ -691,3 +691,29 @@ async def test_the_start_up_timer_waits_for_a_zarr_answer_in_progress(
                 await anyio.sleep(0.01)
         assert answer[0].status_code == 200
         inbox.append("lifespan.shutdown")
+
+
+@pytest.mark.anyio
+async def test_the_image_service_is_made_off_the_event_loop(
+    served: tuple[Settings, Catalog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first use imports SQLAlchemy and may connect the database: in the thread pool,
+    whether the API or the web pages use it first."""
+    from outcrop.images import service as images
+
+    made: list[threading.Thread] = []
+    real = images.ImageService.__init__
+
+    def noting(self: Any, *args: Any) -> None:
+        made.append(threading.current_thread())
+        real(self, *args)
+
+    monkeypatch.setattr(images.ImageService, "__init__", noting)
+    for path in ("/api/images", "/images"):
+        app = create_app(*served)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get(path)
+        assert response.status_code == 200, response.text
+    assert len(made) == 2
+    assert all(thread is not threading.main_thread() for thread in made), made

@@ -38,8 +38,13 @@ CUTOUT_PARAMETERS = {
 }
 
 
-def image_service(request: Request) -> ImageService:
-    return shared_service(request.app.state)
+async def image_service(request: Request) -> ImageService:
+    """The server's ImageService, made in the thread pool on first use (it imports
+    SQLAlchemy and may connect the database: never on the event loop)."""
+    service: ImageService | None = getattr(request.app.state, "images", None)
+    if service is None:
+        service = await run_blocking(request, shared_service, request.app.state)
+    return service
 
 
 @router.get("/api/images")
@@ -54,7 +59,7 @@ async def search_images(request: Request) -> Response:
     `OBJECT="M 13"`; `limit` (1 to 1000, default 100), `offset`.
     """
     query = parse_query(request.query_params.multi_items())
-    rows, total = await run_blocking(request, image_service(request).query, query)
+    rows, total = await run_blocking(request, (await image_service(request)).query, query)
     base = str(request.base_url)
     return json_response(
         request,
@@ -72,7 +77,8 @@ async def images_summary(request: Request, collection: str | None = None) -> Res
     """Image counts per collection, and per instrument and filter within each, with the
     time range each covers."""
     reject_unknown(request, {"collection"})
-    groups = await run_blocking(request, image_service(request).summary, collection)
+    service = await image_service(request)
+    groups = await run_blocking(request, service.summary, collection)
     return json_response(request, {"collections": summarise(groups), "groups": groups})
 
 
@@ -89,7 +95,7 @@ async def image(request: Request, image_id: str) -> Response:
     """
     reject_unknown(request, CUTOUT_PARAMETERS)
     params = dict(request.query_params)
-    service = image_service(request)
+    service = await image_service(request)
     cutout: CutoutRequest | None = parse_cutout_request(params)
     row = await run_blocking(request, service.get, image_id)
     if cutout is None:

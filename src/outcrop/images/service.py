@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -307,14 +308,18 @@ class ImageService:
             self._cache.close()
 
 
+_SHARED_LOCK = threading.Lock()
+
+
 def shared_service(state: Any) -> ImageService:
     """The server's ImageService (kept on the app's `state`), made on first use over the
     catalog's database."""
-    service: ImageService | None = getattr(state, "images", None)
-    if service is None:
-        service = ImageService(state.settings, state.pipeline.catalog.engine)
-        state.images = service
-    return service
+    with _SHARED_LOCK:  # requests in several threads: one service
+        service: ImageService | None = getattr(state, "images", None)
+        if service is None:
+            service = ImageService(state.settings, state.pipeline.catalog.engine)
+            state.images = service
+        return service
 
 
 def _kept_note(kept: int) -> str:

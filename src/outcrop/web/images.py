@@ -42,8 +42,10 @@ async def collection_page(request: Request, collection: str) -> HTMLResponse:
 
 
 async def _summary(request: Request, collection: str | None) -> list[dict[str, Any]]:
-    summary = shared_service(request.app.state).summary
-    found: list[dict[str, Any]] = await anyio.to_thread.run_sync(
-        summary, collection, limiter=request.app.state.limiter
-    )
-    return found
+    state = request.app.state
+
+    def summary() -> list[dict[str, Any]]:  # the service is made here on first use
+        found: list[dict[str, Any]] = shared_service(state).summary(collection)
+        return found
+
+    return await anyio.to_thread.run_sync(summary, limiter=state.limiter)
