@@ -125,10 +125,10 @@ class Runner:
     """Runs jobs by id: the function the queue's task calls."""
 
     def __init__(self, settings: Settings, catalog: Catalog, stopping: threading.Event) -> None:
-        self.settings = settings
-        self.catalog = catalog
         from outcrop.jobs.store import JobStore  # SQLAlchemy: not imported with the routes
 
+        self.settings = settings
+        self.catalog = catalog
         self.store = JobStore(catalog.engine)
         self.stopping = stopping
 
