@@ -328,6 +328,89 @@ def test_stored_chunks_are_served_byte_for_byte(
     assert get_bytes(chunk_url(base, name, coords, zarr_format)) == stored
 
 
+def stored_chunk(folder: Path, ds_id: str, name: str, coords: tuple[int, ...]) -> bytes:
+    with h5py.File(folder / f"{ds_id}.nc") as f:
+        var = f[name]
+        offset = tuple(i * c for i, c in zip(coords, var.chunks, strict=True))
+        return bytes(var.id.read_direct_chunk(offset)[1])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_chunks_and_documents_revalidate_with_their_etag(
+    awkward_server: Server, zarr_format: int
+) -> None:
+    """A cache in front (a browser, nginx `proxy_cache_revalidate`) asks again with the
+    ETag and gets a 304 without a body; another tag, or none, gets the bytes."""
+    base = f"{awkward_server.url}/zarr/nc4_numeric"
+    doc = ".zmetadata" if zarr_format == 2 else "zarr.json"
+    for url in (f"{base}/{doc}", chunk_url(base, "edge", (1, 2, 2), zarr_format)):
+        first = httpx.get(url)
+        etag = first.headers["etag"]
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "no-cache"
+        for asked in (etag, f'"other", W/{etag}', "*"):
+            again = httpx.get(url, headers={"If-None-Match": asked})
+            assert again.status_code == 304, (url, asked)
+            assert again.content == b""
+            assert again.headers["etag"] == etag
+        other = httpx.get(url, headers={"If-None-Match": '"other"'})
+        assert other.status_code == 200
+        assert other.content == first.content
+    # the other format's views are other representations: their tags differ
+    other_doc = ".zmetadata" if zarr_format == 3 else "zarr.json"
+    assert httpx.get(f"{base}/{other_doc}").headers["etag"] != etag
+    # a chunk that was never written is still a 404, whatever the validator
+    missing = httpx.get(
+        chunk_url(base, "edge", (9, 9, 9), zarr_format), headers={"If-None-Match": "*"}
+    )
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_byte_range_of_a_stored_chunk_is_that_range_of_the_files_bytes(
+    awkward_server: Server, awkward: Path, zarr_format: int
+) -> None:
+    """RFC 9110 §14, as nginx answers a static copy: one range is a 206 of the stored
+    bytes; past the end a 416; several ranges, a malformed one or an `If-Range` naming
+    another version get the whole chunk."""
+    stored = stored_chunk(awkward, "nc4_numeric", "edge", (1, 2, 2))
+    size = len(stored)
+    url = chunk_url(f"{awkward_server.url}/zarr/nc4_numeric", "edge", (1, 2, 2), zarr_format)
+    etag = httpx.head(url).headers["etag"]
+    assert httpx.head(url).headers["accept-ranges"] == "bytes"
+    for asked, (start, stop) in {
+        "bytes=0-9": (0, 10),
+        "bytes=5-": (5, size),
+        "bytes=-7": (size - 7, size),
+        f"bytes=-{size + 10}": (0, size),
+        f"bytes=3-{size + 100}": (3, size),
+        f"bytes={size - 1}-{size - 1}": (size - 1, size),
+    }.items():
+        for extra in ({}, {"If-Range": etag}):
+            r = httpx.get(url, headers={"Range": asked, **extra})
+            assert r.status_code == 206, asked
+            assert r.content == stored[start:stop], asked
+            assert r.headers["content-range"] == f"bytes {start}-{stop - 1}/{size}"
+            assert r.headers["content-length"] == str(stop - start)
+    head = httpx.head(url, headers={"Range": "bytes=0-9"})
+    assert (head.status_code, head.headers["content-length"]) == (206, "10")
+    for asked in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+        r = httpx.get(url, headers={"Range": asked})
+        assert r.status_code == 416, asked
+        assert r.headers["content-range"] == f"bytes */{size}"
+    for asked, extra in [
+        ("bytes=0-1,4-5", {}),
+        ("bytes=9-2", {}),
+        ("bytes=-", {}),
+        ("lines=0-3", {}),
+        ("bytes=\u00b2-3".encode("latin-1"), {}),  # a digit only in Unicode
+        ("bytes=0-3", {"If-Range": '"an-older-version"'}),
+        ("bytes=0-3", {"If-Range": "Mon, 23 Nov 2026 00:00:00 GMT"}),
+    ]:
+        r = httpx.get(url, headers={"Range": asked, **extra})
+        assert (r.status_code, r.content) == (200, stored), (asked, extra)
+
+
 @pytest.mark.parametrize(
     ("ds_id", "name"),
     [

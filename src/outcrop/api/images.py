@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from outcrop.api.app import run_blocking
+from outcrop.api.conditional import none_match
 from outcrop.api.rest import json_response, reject_unknown
 from outcrop.images.search import parse_query
 from outcrop.images.service import (
@@ -120,8 +121,4 @@ async def image(request: Request, image_id: str) -> Response:
 
 def etag_matches(request: Request, etag: str) -> bool:
     """If-None-Match (RFC 9110 §13.1.2, weak comparison) names this cutout."""
-    match = request.headers.get("if-none-match")
-    if match is None:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in match.split(",")}
-    return "*" in tags or etag in tags
+    return none_match(request.headers.get("if-none-match"), etag)

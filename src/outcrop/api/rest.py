@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from outcrop.api.app import in_threads, run_blocking
+from outcrop.api.conditional import none_match
 from outcrop.catalog import Catalog, parse_page
 from outcrop.errors import BadQuery
 from outcrop.formats.netcdf import Cancelled
@@ -51,7 +52,7 @@ def json_response(request: Request, body: dict[str, Any], etag: str | None = Non
     headers = {}
     if etag is not None:
         headers["ETag"] = etag
-        if request.headers.get("if-none-match") == etag:
+        if none_match(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
@@ -278,8 +279,7 @@ def not_modified(request: Request, etag: str, last_modified: float) -> bool:
     """RFC 9110 §13.1.2-3: If-None-Match (weak comparison) wins over If-Modified-Since."""
     match = request.headers.get("if-none-match")
     if match is not None:
-        tags = {t.strip().removeprefix("W/") for t in match.split(",")}
-        return "*" in tags or etag.removeprefix("W/") in tags
+        return none_match(match, etag)
     since = request.headers.get("if-modified-since")
     if since is None:
         return False
@@ -296,7 +296,7 @@ async def dataset_info(request: Request, ds_id: str) -> Response:
     pipeline = pipeline_of(request)
     entry = pipeline.entry(ds_id)
     etag = f'"{entry.version}-info"'
-    if request.headers.get("if-none-match") == etag:
+    if none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     info = await run_blocking(request, pipeline.info, ds_id)
     base = str(request.base_url).rstrip("/")

@@ -15,6 +15,7 @@ import anyio.to_thread
 import orjson
 from anyio import CapacityLimiter
 
+from outcrop.api.conditional import UNSATISFIABLE, byte_range, none_match
 from outcrop.api.errors import problem
 from outcrop.catalog import Entry
 from outcrop.errors import DatasetNotFound, OutcropError
@@ -64,25 +65,30 @@ class ZarrApp:
             view = await anyio.to_thread.run_sync(
                 self.pipeline.zarr_view, entry, fmt, limiter=self.limiter
             )
+        # One validator for the documents and the chunks of a view: a chunk's bytes follow
+        # from the dataset version, the format and the codec, as the documents do.
+        codec = "" if view.codec == "stored" else f"-{view.codec}"
+        mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
+        etag = f'"{entry.version}-{fmt}{codec}{mirror}"'
+        asked = request_headers(scope)
         doc = view.documents.get(key)
         if doc is not None:
-            codec = "" if view.codec == "stored" else f"-{view.codec}"
-            mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
-            etag = f'"{entry.version}-{fmt}{codec}{mirror}"'.encode()
-            if _header(scope, b"if-none-match") == etag:
-                return 304, b"", JSON, [(b"etag", etag)]
-            return 200, doc, JSON, [(b"etag", etag), (b"cache-control", b"no-cache")]
+            if none_match(asked.get(b"if-none-match"), etag):
+                return 304, b"", JSON, [(b"etag", etag.encode())]
+            return partial(asked, doc, JSON, etag)
         if key.rsplit("/", 1)[-1] in (".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata"):
             raise DatasetNotFound(f"no key {key!r} in dataset {entry.id!r}")
         read = self.pipeline.locate_chunk(entry, view, key)
         if read is None:
             raise DatasetNotFound(f"chunk {key!r} was never written: read it as the fill value")
+        if none_match(asked.get(b"if-none-match"), etag):
+            return 304, b"", OCTETS, [(b"etag", etag.encode())]  # not read at all
         data = read.data if read.data is not None else self.pipeline.read_if_cached(read)
         if data is None:
             data = await anyio.to_thread.run_sync(
                 self.pipeline.read_chunk, entry, read, limiter=self.limiter
             )
-        return 200, data, OCTETS, []
+        return partial(asked, data, OCTETS, etag)
 
     def resolve(self, path: str) -> tuple[Entry, str]:
         """Split `{id}/{key}`: the longest leading part that names a dataset is the id."""
@@ -104,11 +110,30 @@ class ZarrApp:
         )
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+def request_headers(scope: Scope) -> dict[bytes, str]:
+    """The request's headers by lower-case name (ASGI gives them so), as text."""
+    return {bytes(name): bytes(value).decode("latin-1") for name, value in scope["headers"]}
+
+
+def partial(
+    asked: dict[bytes, str], body: bytes | bytearray, kind: bytes, etag: str
+) -> tuple[int, bytes | bytearray, bytes, list[tuple[bytes, bytes]]]:
+    """The body, or the one byte range asked of it (206, or 416 past its end), with the
+    validator that revalidates it (`no-cache`: a cache asks again, and gets a 304)."""
+    headers = [
+        (b"etag", etag.encode()),
+        (b"cache-control", b"no-cache"),
+        (b"accept-ranges", b"bytes"),
+    ]
+    size = len(body)
+    span = byte_range(asked.get(b"range"), size, asked.get(b"if-range"), etag)
+    if span is None:
+        return 200, body, kind, headers
+    if span == UNSATISFIABLE:
+        return 416, b"", kind, [*headers, (b"content-range", f"bytes */{size}".encode())]
+    start, stop = span
+    content_range = f"bytes {start}-{stop - 1}/{size}".encode()
+    return 206, body[start:stop], kind, [*headers, (b"content-range", content_range)]
 
 
 async def answered_method(method: str, send: Send) -> bool:
