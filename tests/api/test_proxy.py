@@ -172,15 +172,17 @@ def test_each_prefix_reaches_its_own_instance(proxy: Proxy) -> None:
     assert "cmip6/ta_Amon_1950" not in b and "grids/ostia_monthly" not in a
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # xarray: "consolidated=False is slower"
+@pytest.mark.parametrize("consolidated", [None, False])  # False: the group's listing
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_zarr_read_through_nginx_equals_the_local_file(
-    proxy: Proxy, archive: Path, ocean: Path, zarr_format: int
+    proxy: Proxy, archive: Path, ocean: Path, zarr_format: int, consolidated: bool | None
 ) -> None:
     for url, path in [
         (f"{proxy.url('/a')}/zarr/cmip6/ta_Amon_1950", archive / "cmip6" / "ta_Amon_1950.nc"),
         (f"{proxy.url('/b')}/zarr/grids/ostia_monthly", ocean / "grids" / "ostia_monthly.nc"),
     ]:
-        remote = xr.open_zarr(url, zarr_format=zarr_format)
+        remote = xr.open_zarr(url, zarr_format=zarr_format, consolidated=consolidated)
         with xr.open_dataset(path) as local:
             xr.testing.assert_identical(remote.load(), local.load())
 

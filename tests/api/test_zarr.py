@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -540,10 +541,43 @@ def test_scalar_variables_have_a_chunk_key_in_both_formats(awkward_server: Serve
         assert float(remote["scalar"]) == 2.5
 
 
-def test_a_dataset_url_without_a_key_says_how_to_open_it(server: Server) -> None:
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # xarray: "consolidated=False is slower"
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    ("ds_id", "rel"),
+    [
+        ("cmip6/ta_Amon_1950", "cmip6/ta_Amon_1950.nc"),
+        ("real/grids/ostia_monthly", "real/grids/ostia_monthly.nc"),
+        ("stores/ta_v3", "stores/ta_v3.zarr"),
+        ("groups/forecast", "groups.nc"),  # also the group `forecast` of dataset `groups`
+    ],
+)
+def test_a_store_opened_without_consolidated_metadata_equals_the_local_file(
+    server: Server, archive: Path, ds_id: str, rel: str, zarr_format: int
+) -> None:
+    """zarr-python then lists the group through fsspec (the `href`s of the group's page)
+    and reads each member's own metadata; an unlisted group read as an empty dataset."""
+    url = f"{server.url}/zarr/{ds_id}"
+    remote = xr.open_zarr(url, zarr_format=zarr_format, consolidated=False)
+    with local(archive, rel) as expected:
+        assert_same_as_local(remote, expected)
+
+
+def test_a_dataset_url_without_a_key_lists_its_members(server: Server, archive: Path) -> None:
+    """`/zarr/{id}` sends to the group's folder; its page links every variable, and no
+    metadata document (a reader of the other format would take it for a member)."""
     r = httpx.get(f"{server.url}/zarr/cmip6/ta_Amon_1950")
-    assert r.status_code == 404
-    assert "/zarr/cmip6/ta_Amon_1950/.zmetadata" in r.json()["detail"]
+    assert (r.status_code, r.headers["location"]) == (308, "ta_Amon_1950/")
+    page = httpx.get(f"{server.url}/zarr/cmip6/ta_Amon_1950/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    with netCDF4.Dataset(archive / "cmip6/ta_Amon_1950.nc") as nc:
+        names = set(nc.variables)
+    assert set(re.findall(r'href="([^"]+)"', page.text)) == names
+    assert 'href=".zmetadata' not in page.text
+    assert 'href="zarr.json' not in page.text
+    again = httpx.get(page.url, headers={"If-None-Match": page.headers["etag"]})
+    assert again.status_code == 304
 
 
 def test_plain_netcdf4_files_are_mirrored_and_files_with_strings_go_through_xarray(

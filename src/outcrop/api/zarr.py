@@ -9,7 +9,9 @@ v3; `.zmetadata`, `.zarray`, dotted chunk keys are v2).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from html import escape
 from typing import Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import orjson
@@ -19,6 +21,7 @@ from outcrop.api.conditional import UNSATISFIABLE, byte_range, none_match
 from outcrop.api.errors import problem
 from outcrop.catalog import Entry
 from outcrop.errors import DatasetNotFound, OutcropError
+from outcrop.formats.zarr import ZarrView
 from outcrop.log import logger
 from outcrop.pipeline import Pipeline, zarr_format_of
 
@@ -30,6 +33,7 @@ Send = Callable[[Message], Awaitable[None]]
 log = logger(__name__)
 JSON = b"application/json"
 OCTETS = b"application/octet-stream"
+HTML = b"text/html; charset=utf-8"
 ALLOW = b"GET, HEAD, OPTIONS"
 
 
@@ -71,6 +75,8 @@ class ZarrApp:
         mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
         etag = f'"{entry.version}-{fmt}{codec}{mirror}"'
         asked = request_headers(scope)
+        if not key:
+            return listing(scope, entry, view, asked, etag)
         doc = view.documents.get(key)
         if doc is not None:
             if none_match(asked.get(b"if-none-match"), etag):
@@ -94,20 +100,44 @@ class ZarrApp:
         """Split `{id}/{key}`: the longest leading part that names a dataset is the id."""
         parts = path.strip("/").split("/")
         catalog = self.pipeline.catalog
+        whole = "/".join(p for p in parts if p)
+        if whole in catalog:
+            return catalog.get(whole), ""  # the group itself: its listing
         for cut in range(len(parts) - 1, 0, -1):
             ds_id = "/".join(parts[:cut])
             if ds_id in catalog:
                 return catalog.get(ds_id), "/".join(parts[cut:])
-        whole = "/".join(p for p in parts if p)
-        if whole in catalog:
-            raise DatasetNotFound(
-                f"{whole!r} is a Zarr group, not a key: open it with a Zarr client, or ask "
-                f"for /zarr/{whole}/.zmetadata (v2) or /zarr/{whole}/zarr.json (v3)"
-            )
         raise DatasetNotFound(
             f"no dataset in {path!r}; Zarr keys are /zarr/{{id}}/{{key}}, ids are listed at "
             "/api/datasets"
         )
+
+
+def listing(
+    scope: Scope, entry: Entry, view: ZarrView, asked: dict[bytes, str], etag: str
+) -> tuple[int, bytes | bytearray, bytes, list[tuple[bytes, bytes]]]:
+    """The group's members as HTML links, for the clients that list a store instead of
+    reading its consolidated metadata (`xarray.open_zarr(url, consolidated=False)`:
+    zarr-python lists through fsspec, which reads the `href`s of a page); without the
+    listing they saw an empty group. Only the members are links: a link to `.zmetadata`
+    or `zarr.json` would be taken for a member by the other format's readers."""
+    if not scope["path"].endswith("/"):
+        # links are relative to the group's folder: send browsers (and fsspec) to it
+        folder = entry.id.rsplit("/", 1)[-1] + "/"
+        return 308, b"", HTML, [(b"location", quote(folder).encode())]
+    if none_match(asked.get(b"if-none-match"), etag):
+        return 304, b"", HTML, [(b"etag", etag.encode())]
+    suffix = "/zarr.json" if view.zarr_format == 3 else "/.zarray"
+    names = sorted(key.removesuffix(suffix) for key in view.documents if key.endswith(suffix))
+    items = "".join(f'<li><a href="{escape(name)}">{escape(name)}</a></li>' for name in names)
+    title = escape(f"Zarr group {entry.id}")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"</head><body><h1>{title}</h1><p>Open it with <code>xarray.open_zarr</code> on this "
+        "URL. Its consolidated metadata: <code>.zmetadata</code> (Zarr v2), "
+        f"<code>zarr.json</code> (v3).</p><ul>{items}</ul></body></html>"
+    )
+    return partial(asked, page.encode(), HTML, etag)
 
 
 def request_headers(scope: Scope) -> dict[bytes, str]:
