@@ -241,7 +241,11 @@ class OutcropApp:
         return await anyio.to_thread.run_sync(self.build)
 
     async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await (await self._built())(scope, receive, send)
+        api = await self._built()
+        if scope["method"] == "HEAD" and not _routes_head(api, scope):
+            await head_as_get(api, scope, receive, send)
+            return
+        await api(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -444,3 +448,61 @@ def app_from_environment() -> OutcropApp:
     settings = Settings.model_validate_json(os.environ["OUTCROP_SERVE_SETTINGS"])
     configure(settings.log_level, settings.quiet)
     return create_app(settings)
+
+
+def _routes_head(api: FastAPI, scope: Scope) -> bool:
+    """A route of `api` takes HEAD for this path itself (the HAPI routes make no body for
+    it), or no route has the path (its 404 is answered as it is)."""
+    from starlette.routing import Match
+
+    for route in api.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return True
+        if match is Match.PARTIAL:  # the path, with other methods
+            return False
+    return True
+
+
+class _HeadAnswered(OSError):
+    """Raised into a streamed GET answering a HEAD once its headers are out: what a
+    server's send raises when the client has gone."""
+
+
+async def head_as_get(app: Callable[..., Any], scope: Scope, receive: Receive, send: Send) -> None:
+    """RFC 9110 §9.3.2: every GET route answers HEAD, with the status and headers of the GET
+    and no content (FastAPI's routes take only the methods they name). The GET runs until
+    its headers are out; a streamed body then stops being made, as for a client that
+    hangs up (the send raises an `OSError`, as uvicorn's does, and `receive` says the
+    client is gone)."""
+    from starlette.requests import ClientDisconnect
+
+    started = False
+    ended = False
+
+    async def headers_only(message: Message) -> None:
+        nonlocal started, ended
+        if message["type"] == "http.response.start":
+            started = True
+            await send(message)
+        elif message["type"] == "http.response.body" and not ended:
+            ended = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if message.get("more_body", False):
+                raise _HeadAnswered
+        elif ended and message.get("more_body", False):
+            raise _HeadAnswered
+
+    async def gone_once_answered() -> Message:
+        if started:
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    inner = {**scope, "method": "GET"}  # the server's own scope says HEAD: no body is due
+    try:
+        await app(inner, gone_once_answered, headers_only)
+    except (OSError, ClientDisconnect):  # Starlette turns our OSError into the latter
+        if not ended:
+            raise
+    finally:  # what the router noted (the route, for the access line), as a GET would
+        scope.update((key, value) for key, value in inner.items() if key != "method")
