@@ -63,6 +63,30 @@ def test_a_corrupt_saved_view_is_rebuilt(pipeline: Pipeline) -> None:
     assert again.zarr_view(entry, 2).documents == built.documents
 
 
+def test_a_view_saved_by_another_outcrop_version_is_built_again(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade the new code describes the dataset itself: a saved view (marked
+    here, so that loading it shows) is used by the same version only, then replaced."""
+    import dataclasses
+    import pickle
+
+    entry = pipeline.entry("grid")
+    pipeline.zarr_view(entry, 2)
+    (saved,) = (pipeline.settings.data_dir / "zarr").glob("*-v2.pickle")
+    view = pickle.loads(saved.read_bytes())
+    marked = dataclasses.replace(view, documents={**view.documents, "marker": b"old"})
+    saved.write_bytes(pickle.dumps(marked))
+    assert "marker" in Pipeline(pipeline.settings, pipeline.catalog).zarr_view(entry, 2).documents
+
+    monkeypatch.setattr("outcrop.pipeline.package_version", lambda: "99.0")
+    rebuilt = Pipeline(pipeline.settings, pipeline.catalog).zarr_view(entry, 2)
+    assert "marker" not in rebuilt.documents
+    assert rebuilt.documents == view.documents
+    (kept,) = (pipeline.settings.data_dir / "zarr").glob("*-v2.pickle")
+    assert "-99.0-" in kept.name
+
+
 def test_a_mirrored_view_carries_the_attributes_a_declaration_adds_or_hides(
     tmp_path: Path,
 ) -> None:

@@ -16,13 +16,18 @@ if TYPE_CHECKING:
 
 
 @cache
-def user_agent() -> str:
+def package_version() -> str:
+    """This Outcrop's version (`0+unknown` in a source tree without installed metadata)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f"Outcrop/{version('outcrop')}"
-    except PackageNotFoundError:  # a source tree without installed metadata
-        return "Outcrop/0+unknown"
+        return version("outcrop")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def user_agent() -> str:
+    return f"Outcrop/{package_version()}"
 
 
 def client(**kwargs: Any) -> httpx.Client:

@@ -32,6 +32,7 @@ from outcrop.formats.zarr import (
     encode_chunk,
     transcode_chunk,
 )
+from outcrop.http import package_version
 from outcrop.model import (
     CF_ENCODING_KEYS,
     Query,
@@ -164,10 +165,17 @@ class Pipeline:
             return view
 
     def _view_file(self, entry: Entry, fmt: ZarrFormat) -> Path:
+        """Per dataset version, format and codec, and per Outcrop version: after an
+        upgrade, views are built again by the new code (an older one's may describe the
+        dataset as that code did, or not unpickle into today's classes)."""
         name = hashlib.sha256(entry.id.encode()).hexdigest()[:24]
         folder = self.settings.data_dir / "zarr"
         codec = self.settings.zarr_codec
-        return folder / f"{name}-{entry.version}-v{fmt}{'' if codec == 'stored' else codec}.pickle"
+        made_by = package_version()
+        return (
+            folder
+            / f"{name}-{entry.version}-{made_by}-v{fmt}{'' if codec == 'stored' else codec}.pickle"
+        )
 
     def _load_view(self, entry: Entry, fmt: ZarrFormat) -> ZarrView | None:
         """A view saved by an earlier run: a restart answers without reopening the file."""
