@@ -48,8 +48,6 @@ import string
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -57,6 +55,7 @@ import numpy as np
 
 from outcrop.errors import BadQuery
 from outcrop.formats.dap import Constraint, Hyperslab, Projection, Values, hyperslabs
+from outcrop.http import package_version
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -686,8 +685,4 @@ def error(message: str, code: int) -> bytes:
 
 def version() -> str:
     """The `.ver` document: the protocol and the server's version."""
-    try:
-        server = package_version("outcrop")
-    except PackageNotFoundError:
-        server = "unknown"
-    return f"Core version: DAP/2.0\nServer version: outcrop/{server}\n"
+    return f"Core version: DAP/2.0\nServer version: outcrop/{package_version()}\n"

@@ -31,9 +31,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from io import BytesIO
 from typing import Any
 
@@ -47,6 +44,7 @@ from astropy.wcs import WCS, NoConvergence, Sip
 from astropy.wcs.utils import proj_plane_pixel_scales, skycoord_to_pixel
 
 from outcrop.errors import BadQuery, SourceError, TooLarge
+from outcrop.http import package_version
 
 SIZE_UNITS: dict[str, float] = {
     "arcsec": 1 / 3600,
@@ -416,7 +414,7 @@ def provenance(
     can; DATE becomes this file's creation date."""
     ra, dec, size = request
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    made_by = f"Outcrop {outcrop_version()}"
+    made_by = f"Outcrop {package_version()}"
     if "ORIGIN" in header:
         header.add_history(f"Original ORIGIN: {header['ORIGIN']}")
     header["ORIGIN"] = (made_by, "software that made this cutout")
@@ -455,14 +453,6 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         yield
-
-
-@cache
-def outcrop_version() -> str:
-    try:
-        return package_version("outcrop")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # -- encoding -----------------------------------------------------------------------------
