@@ -485,13 +485,12 @@ async def head_as_get(app: Callable[..., Any], scope: Scope, receive: Receive, s
         if message["type"] == "http.response.start":
             started = True
             await send(message)
-        elif message["type"] == "http.response.body" and not ended:
-            ended = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif message["type"] == "http.response.body":
+            if not ended:
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             if message.get("more_body", False):
                 raise _HeadAnswered
-        elif ended and message.get("more_body", False):
-            raise _HeadAnswered
 
     async def gone_once_answered() -> Message:
         if started:

@@ -75,26 +75,34 @@ class ZarrApp:
         mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
         etag = f'"{entry.version}-{fmt}{codec}{mirror}"'
         asked = request_headers(scope)
+        doc, read = None, None
         if not key:
-            return listing(scope, entry, view, asked, etag)
-        doc = view.documents.get(key)
-        if doc is not None:
-            if none_match(asked.get(b"if-none-match"), etag):
-                return 304, b"", JSON, [(b"etag", etag.encode())]
-            return partial(asked, doc, JSON, etag)
-        if key.rsplit("/", 1)[-1] in (".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata"):
-            raise DatasetNotFound(f"no key {key!r} in dataset {entry.id!r}")
-        read = self.pipeline.locate_chunk(entry, view, key)
-        if read is None:
-            raise DatasetNotFound(f"chunk {key!r} was never written: read it as the fill value")
+            if not scope["path"].endswith("/"):
+                # the listing's links are relative to the group's folder: send clients there
+                folder = entry.id.rsplit("/", 1)[-1] + "/"
+                return 308, b"", HTML, [(b"location", quote(folder).encode())]
+            kind = HTML
+        elif (doc := view.documents.get(key)) is not None:
+            kind = JSON
+        else:
+            name = key.rsplit("/", 1)[-1]
+            if name in (".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata"):
+                raise DatasetNotFound(f"no key {key!r} in dataset {entry.id!r}")
+            read = self.pipeline.locate_chunk(entry, view, key)
+            if read is None:
+                raise DatasetNotFound(f"chunk {key!r} was never written: read it as the fill value")
+            kind = OCTETS
         if none_match(asked.get(b"if-none-match"), etag):
-            return 304, b"", OCTETS, [(b"etag", etag.encode())]  # not read at all
-        data = read.data if read.data is not None else self.pipeline.read_if_cached(read)
-        if data is None:
-            data = await anyio.to_thread.run_sync(
-                self.pipeline.read_chunk, entry, read, limiter=self.limiter
-            )
-        return partial(asked, data, OCTETS, etag)
+            return 304, b"", kind, [(b"etag", etag.encode())]  # nothing made or read
+        if read is not None:
+            body = read.data if read.data is not None else self.pipeline.read_if_cached(read)
+            if body is None:
+                body = await anyio.to_thread.run_sync(
+                    self.pipeline.read_chunk, entry, read, limiter=self.limiter
+                )
+        else:
+            body = doc if doc is not None else listing(entry, view)
+        return partial(asked, body, kind, etag)
 
     def resolve(self, path: str) -> tuple[Entry, str]:
         """Split `{id}/{key}`: the longest leading part that names a dataset is the id."""
@@ -113,20 +121,12 @@ class ZarrApp:
         )
 
 
-def listing(
-    scope: Scope, entry: Entry, view: ZarrView, asked: dict[bytes, str], etag: str
-) -> tuple[int, bytes | bytearray, bytes, list[tuple[bytes, bytes]]]:
+def listing(entry: Entry, view: ZarrView) -> bytes:
     """The group's members as HTML links, for the clients that list a store instead of
     reading its consolidated metadata (`xarray.open_zarr(url, consolidated=False)`:
     zarr-python lists through fsspec, which reads the `href`s of a page); without the
     listing they saw an empty group. Only the members are links: a link to `.zmetadata`
     or `zarr.json` would be taken for a member by the other format's readers."""
-    if not scope["path"].endswith("/"):
-        # links are relative to the group's folder: send browsers (and fsspec) to it
-        folder = entry.id.rsplit("/", 1)[-1] + "/"
-        return 308, b"", HTML, [(b"location", quote(folder).encode())]
-    if none_match(asked.get(b"if-none-match"), etag):
-        return 304, b"", HTML, [(b"etag", etag.encode())]
     suffix = "/zarr.json" if view.zarr_format == 3 else "/.zarray"
     names = sorted(key.removesuffix(suffix) for key in view.documents if key.endswith(suffix))
     items = "".join(f'<li><a href="{escape(name)}">{escape(name)}</a></li>' for name in names)
@@ -137,7 +137,7 @@ def listing(
         "URL. Its consolidated metadata: <code>.zmetadata</code> (Zarr v2), "
         f"<code>zarr.json</code> (v3).</p><ul>{items}</ul></body></html>"
     )
-    return partial(asked, page.encode(), HTML, etag)
+    return page.encode()
 
 
 def request_headers(scope: Scope) -> dict[bytes, str]:
