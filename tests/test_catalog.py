@@ -93,9 +93,9 @@ class Calls:
         self.paths: list[Any] = []
         original = getattr(cls, name)
 
-        def counting(this: Any, arg: Any) -> Any:
+        def counting(this: Any, arg: Any, *more: Any) -> Any:
             self.paths.append(arg)
-            return original(this, arg)
+            return original(this, arg, *more)
 
         monkeypatch.setattr(cls, name, counting)
 
@@ -133,6 +133,48 @@ def test_restart_does_not_reopen_unchanged_files(
     assert probes.paths == []
     assert opens.paths == []
     assert {e.id: e.version for e in again.entries()} == versions
+
+
+def test_an_upgrade_probes_files_and_checks_declarations_again(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """What an older Outcrop found (here: a probe and a check that failed) is not trusted
+    by a newer one, though no file changed; the same version trusts it again."""
+    declared = [DatasetConfig(id="ta", source=str(folder / "yearly"), aggregate="time")]
+    broken = folder / "cmip6" / "ta_Amon_1950.nc"
+    real_probe = GridDriver.probe
+
+    def old_probe(this: GridDriver, target: Path) -> Any:
+        if target == broken:
+            raise SourceError("the old probe failed")
+        return real_probe(this, target)
+
+    def old_open(this: GridDriver, *args: Any) -> Any:
+        raise SourceError("the old check failed")
+
+    with monkeypatch.context() as old:
+        old.setattr("outcrop.catalog.package_version", lambda: "0.0.1")
+        old.setattr(GridDriver, "probe", old_probe)
+        old.setattr(GridDriver, "open", old_open)
+        catalog = catalog_of(folder, tmp_path / "state", datasets=declared, how=how)
+        assert "cmip6/ta_Amon_1950" not in {e.id for e in catalog.entries()}
+        assert "ta" not in {e.id for e in catalog.entries()}
+        catalog.close()
+
+    probes = Calls(monkeypatch, GridDriver, "probe")
+    opens = Calls(monkeypatch, GridDriver, "open")
+    upgraded = catalog_of(folder, tmp_path / "state", datasets=declared, how=how)
+    assert len(probes.paths) == len(list(folder.rglob("*.nc"))) + 2  # every file again
+    assert len(opens.paths) == 1  # the declaration, checked again
+    assert upgraded.get("cmip6/ta_Amon_1950").title.endswith("(360_day)")
+    assert upgraded.open("ta").sizes["time"] == 36
+    upgraded.close()
+    opens.paths.clear()  # this open was the test's
+
+    probes.paths.clear()
+    opens.paths.clear()
+    catalog_of(folder, tmp_path / "state", datasets=declared, how=how).close()
+    assert (probes.paths, opens.paths) == ([], [])
 
 
 def test_same_size_and_mtime_is_trusted_without_reopening(

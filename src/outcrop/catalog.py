@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from outcrop.drivers import Driver, Source, driver, drivers, series_reader
 from outcrop.errors import BadQuery, ConfigError, DatasetNotFound, OutcropError, SourceError
+from outcrop.http import package_version
 from outcrop.log import logger
 from outcrop.model import DatasetSummary
 from outcrop.settings import DatasetConfig, Settings
@@ -106,6 +107,7 @@ class FileState:
     title: str = ""
     error: str = ""
     series: list[Any] = field(default_factory=list)  # the groups that are time series
+    prober: str = ""  # the Outcrop version that probed it: another one probes it again
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,13 @@ class Catalog:
                 problem = "" if files else f"source {decl.source!r} matches no file"
         src["paths"] = [str(f.target) for f in files]
         version = _version(files, {**src, "driver": decl.driver}, driver_version(decl.driver, src))
-        if old is not None and old.root == DECLARED and old.version == version:
+        checked_by = package_version()
+        if (
+            old is not None
+            and old.root == DECLARED
+            and old.version == version
+            and old.source.get("checked_by") == checked_by
+        ):
             found_title, error = str(old.source.get("found_title", "")), old.error
             series = bool(old.source.get("series"))
         elif problem:
@@ -333,7 +341,7 @@ class Catalog:
             description=decl.description,
             driver=decl.driver,
             root=DECLARED,
-            source={**src, "found_title": found_title, "series": series},
+            source={**src, "found_title": found_title, "series": series, "checked_by": checked_by},
             version=version,
             error=error,
         )
@@ -504,7 +512,11 @@ def _scan_root(
     for item in walk(root, list(drivers().values())):
         base = root.parent if item.path == root else root
         state = known.get((key, str(item.path)))
-        if state is None or (state.size, state.mtime_ns) != (item.size, item.mtime_ns):
+        if state is None or (state.size, state.mtime_ns, state.prober) != (
+            item.size,
+            item.mtime_ns,
+            package_version(),
+        ):
             state = _probe(key, item)
         files[(key, str(item.path))] = state
         if state.error:
@@ -518,18 +530,13 @@ def _scan_root(
 
 
 def _probe(root: str, item: Found) -> FileState:
+    found = FileState(root, str(item.path), item.size, item.mtime_ns, prober=package_version())
     try:
         probe = item.driver.probe(item.target)
     except OutcropError as exc:
-        return FileState(root, str(item.path), item.size, item.mtime_ns, error=exc.message)
-    return FileState(
-        root,
-        str(item.path),
-        item.size,
-        item.mtime_ns,
-        groups=list(probe.groups),
-        title=probe.title,
-        series=list(probe.series),
+        return dataclasses.replace(found, error=exc.message)
+    return dataclasses.replace(
+        found, groups=list(probe.groups), title=probe.title, series=list(probe.series)
     )
 
 

@@ -71,8 +71,11 @@ class FileRow(Base):
     groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
     title: Mapped[str] = mapped_column(Text, default="", server_default="")
     error: Mapped[str] = mapped_column(Text, default="", server_default="")
-    # The groups that are time series (last: migration 0003 added it to the table).
+    # The groups that are time series (after `error`: migration 0003 added it to the table).
     series: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # The Outcrop version that probed the file (migration 0006); another version probes it
+    # again, so what an upgrade changed in the probe reaches files that did not change.
+    prober: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class JobRow(Base):
