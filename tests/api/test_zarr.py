@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -648,3 +649,36 @@ def test_pipelined_requests_get_their_own_answers_in_order(
     assert len(answers[5][1]) > 1 << 16
     for target, (_, body), alone in zip(targets, answers, one_by_one, strict=True):
         assert body == alone.content, target  # as on a connection of its own
+
+
+def assert_warns_only_of_what_docs_zarr_md_names(url: str, zarr_format: int | None) -> None:
+    """zarr-python and xarray find nothing to warn about in what Outcrop serves (a fill
+    value, attribute or codec they cannot take) but the two warnings docs/zarr.md tells
+    users of: without `zarr_format`, both formats are there and v3 is used; in v3, a
+    file's zlib and shuffle are numcodecs codecs. Zarr v2 warns of nothing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xr.open_zarr(url, zarr_format=zarr_format).load()
+    messages = [f"{w.category.__name__}: {w.message}" for w in caught]
+    both = [m for m in messages if "Both zarr.json (Zarr format 3) and .zgroup" in m]
+    assert len(both) == (1 if zarr_format is None else 0), messages
+    numcodecs_v3 = [m for m in messages if "Numcodecs codecs are not in the Zarr version 3" in m]
+    assert zarr_format != 2 or numcodecs_v3 == [], messages
+    assert [m for m in messages if m not in both + numcodecs_v3] == []
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3, None])
+@pytest.mark.parametrize("ds_id", [c[0] for c in CASES])
+def test_opening_and_reading_warns_only_of_what_docs_zarr_md_names(
+    server: Server, ds_id: str, zarr_format: int | None
+) -> None:
+    assert_warns_only_of_what_docs_zarr_md_names(f"{server.url}/zarr/{ds_id}", zarr_format)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3, None])
+@pytest.mark.parametrize("ds_id", AWKWARD)
+def test_awkward_variables_warn_only_of_what_docs_zarr_md_names(
+    awkward_server: Server, ds_id: str, zarr_format: int | None
+) -> None:
+    url = f"{awkward_server.url}/zarr/{ds_id}"
+    assert_warns_only_of_what_docs_zarr_md_names(url, zarr_format)
