@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -142,3 +143,14 @@ def test_log_level_warning_drops_info_lines(archive: Path, tmp_path: Path) -> No
         server.stop()
     lines = log_lines(server.logs())
     assert all(line["level"] in ("warning", "error", "critical") for line in lines), lines
+
+
+def test_the_command_list_flows_each_description_as_one_paragraph() -> None:
+    """`outcrop --help` rewraps the commands' docstrings to the terminal's width, rather
+    than keeping the line breaks of the source (which left ragged half-empty lines)."""
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
+    cmd = [sys.executable, "-m", "outcrop", "--help"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=True)
+    lines = {line.split()[1]: line for line in done.stdout.splitlines() if line.count("│") == 2}
+    assert "the pid in DATA_DIR/outcrop.pid, JSON log lines in" in lines["start"]
+    assert "embedded one in the data folder) until SIGTERM" in lines["worker"]

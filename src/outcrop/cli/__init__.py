@@ -10,7 +10,11 @@ import typer
 from outcrop.errors import OutcropError
 from outcrop.log import logger
 
-app = typer.Typer(help="Serve scientific data archives over the network.", no_args_is_help=True)
+app = typer.Typer(
+    help="Serve scientific data archives over the network.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 log = logger("outcrop.cli")
 PathsArg = Annotated[
     list[Path] | None,
