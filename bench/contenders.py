@@ -66,7 +66,7 @@ class Contender:
 V2 = {"meta": V2_META, "chunk": V2_CHUNK}
 V3 = {"meta": V3_META, "chunk": V3_CHUNK}
 N2, N3 = {**V2, "ref": "nginx-zarr2"}, {**V3, "ref": "nginx-zarr3"}
-NGINX_Z = "nginx, static Zarr v{} with grid.nc's zlib+shuffle (Outcrop's bytes)"
+NGINX_Z = "nginx, static Zarr v{} of Outcrop's bytes (grid.nc's zlib+shuffle chunks as Blosc)"
 DAP: dict[str, Any] = {
     "meta": ".dds",
     "chunk": DAP2_STEP,

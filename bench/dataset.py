@@ -25,7 +25,7 @@ import numpy as np
 NY, NX = 360, 720
 STEP_BYTES = NY * NX * 4
 SEED = 20261122
-VERSION = "3"
+VERSION = "4"
 MANY_FILES = 1000
 BIG_BYTES = 5.2e9  # decoded size of the big file: a 5 GB subset must fit inside
 BIG_SUBSET_BYTES = 5.0e9
@@ -142,29 +142,48 @@ def define_grid(
 
 def write_zarr_copies(root: Path) -> None:
     """Static Zarr v2 and v3 copies of grid.nc, same chunks: `zarr2/`, `zarr3/` with
-    zarr-python's default codecs, and `zarr2z/`, `zarr3z/` with the NetCDF file's own zlib 1
-    + shuffle, so their chunk files hold the very bytes stored in grid.nc."""
+    zarr-python's default codecs, and `zarr2z/`, `zarr3z/` holding what Outcrop serves for
+    grid.nc: each chunk file is the chunk's bytes stored in grid.nc (zlib 1 + shuffle)
+    behind the 24-byte header of a Blosc chunk of one block and one stream (c-blosc's
+    README_HEADER), declared as Blosc with `cname: zlib`."""
+    import h5py
     import numcodecs
     import xarray as xr
-    from zarr.codecs.numcodecs import Shuffle, Zlib
 
     src = xr.open_dataset(root / "nc" / "grid.nc", chunks={})
     for v in src.variables.values():
         keep = ("units", "calendar", "dtype", "_FillValue")
         v.encoding = {k: v.encoding[k] for k in keep if k in v.encoding}
-    # zarr warns that numcodecs codecs and consolidated metadata are not in the v3 spec
+    # zarr warns that consolidated metadata is not in the v3 spec
     warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
-    zlib_codecs = {
-        2: {"compressors": [numcodecs.Zlib(level=1)], "filters": [numcodecs.Shuffle(4)]},
-        3: {"compressors": [Shuffle(elementsize=4), Zlib(level=1)], "filters": []},
-    }
+    blosc_zlib = numcodecs.Blosc(cname="zlib", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
     for fmt, suffix in ((2, ""), (3, ""), (2, "z"), (3, "z")):
         out = root / f"zarr{fmt}{suffix}" / "grid.zarr"
         out.parent.mkdir(parents=True, exist_ok=True)
-        codecs = zlib_codecs[fmt] if suffix else {}
+        codecs = {"compressors": [blosc_zlib]} if suffix else {}
         encoding = {"temp": {"chunks": (1, NY, NX), **codecs}}
         src.to_zarr(out, zarr_format=fmt, consolidated=True, mode="w", encoding=encoding)
+        if suffix:
+            with h5py.File(root / "nc" / "grid.nc") as f:
+                for i in range(f["temp"].shape[0]):
+                    key = f"temp/{i}.0.0" if fmt == 2 else f"temp/c/{i}/0/0"
+                    (out / key).write_bytes(
+                        blosc_framed(f["temp"].id.read_direct_chunk((i, 0, 0))[1])
+                    )
     src.close()
+
+
+def blosc_framed(stream: bytes) -> bytes:
+    """A zlib stream of a shuffled float32 time step as a Blosc chunk: version 2, zlib
+    format 1, flags (shuffle, one stream per block, codec 3 = zlib), typesize 4, sizes."""
+    import struct
+
+    if len(stream) == STEP_BYTES:  # Blosc would copy it: never so for this data
+        raise ValueError("a stored chunk as long as it is decoded")
+    header = struct.pack(
+        "<BBBBiii", 2, 1, 0x01 | 0x10 | 3 << 5, 4, STEP_BYTES, STEP_BYTES, 24 + len(stream)
+    )
+    return header + struct.pack("<ii", 20, len(stream)) + stream
 
 
 NC3 = "nc3/grid3.nc"

@@ -69,7 +69,7 @@ ZARR = Suite(
     ref2_col="x nginx, same bytes",
     explain="`x nginx` = value ÷ nginx's value for the same Zarr format (throughputs: higher "
     "is better; times: lower is better); `x nginx, same bytes` the same against nginx serving "
-    "the zlib + shuffle copy.",
+    "the copy of Outcrop's bytes (grid.nc's zlib + shuffle chunks as Blosc chunks).",
     workloads={
         "full": "full-variable read, `xarray.open_zarr(url).temp.values` (MB/s)",
         "chunk": "one chunk repeated, wrk c=16 (req/s)",
@@ -104,7 +104,7 @@ ZARR = Suite(
         "rss_stream": "outcrop-stream",
         "rss_stream_table": "outcrop-stream",
     },
-    info2="(for information: x nginx serving the same zlib+shuffle bytes)",
+    info2="(for information: x nginx serving the same bytes as Outcrop)",
 )
 XPUB_NC4 = "≥ 1.5 x xpublish-opendap (NetCDF4 file)"
 DAP = Suite(
@@ -438,7 +438,7 @@ def paired_row(suite: Suite, doc: dict[str, Any], key: str, pairing: str = "pair
     (run.Bench.paired): throughput ratio for the full read, time ratio for the subset,
     with whether the target's bound holds on that ratio. `paired` is nginx serving the
     target's reference copy (zarr-python's default codecs); `paired2`, for the contenders
-    serving stored chunks, nginx serving the same zlib bytes they do."""
+    serving stored chunks, nginx serving the same bytes they do."""
     crc = doc["ref"].get("full_crc" if key == "full" else "subset_crc")
     cells = []
     for name in suite.outcrop:
@@ -460,7 +460,7 @@ def paired_row(suite: Suite, doc: dict[str, Any], key: str, pairing: str = "pair
             f"{ref * 1e3:,.0f} ms, medians of {n})"
         )
     what = "throughput" if key == "full" else "time"
-    copy = "" if pairing == "paired" else " serving the same zlib chunks, for information:"
+    copy = "" if pairing == "paired" else " serving the same bytes, for information:"
     title = f"(paired with nginx{copy} in one client, reads alternating; {what} ratio)"
     return f"| {title} | {'full read' if key == 'full' else 'small subset'} | {' | '.join(cells)} |"
 

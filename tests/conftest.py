@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,3 +124,24 @@ def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     srv = start_server([str(archive)], tmp_path_factory.mktemp("state"))
     yield srv
     srv.stop()
+
+
+def assert_served_as_stored(served: bytes, var: Any, stored: bytes) -> None:
+    """A stored chunk of the h5py dataset `var` went out with its bytes unchanged: alone,
+    for filter chains with fletcher32, or, for zlib alone or after shuffle, behind the
+    24-byte header of a Blosc chunk, which numcodecs' Blosc decodes to what HDF5's own
+    filters give (inflated here with zlib and unshuffled with numpy)."""
+    import zlib
+
+    import numpy as np
+    from numcodecs import Blosc
+
+    if var.fletcher32 or var.compression != "gzip":
+        assert served == stored
+        return
+    assert served[24:] == stored
+    plain = zlib.decompress(stored)
+    size = var.dtype.itemsize
+    if var.shuffle and size > 1:
+        plain = np.frombuffer(plain, np.uint8).reshape(size, -1).T.tobytes()
+    assert bytes(Blosc().decode(served)) == plain

@@ -10,8 +10,9 @@ import pytest
 import xarray as xr
 
 from outcrop.catalog import Catalog
-from outcrop.pipeline import Pipeline
+from outcrop.pipeline import NOWAIT, Pipeline
 from outcrop.settings import Settings
+from tests.conftest import assert_served_as_stored
 
 
 @pytest.fixture
@@ -37,9 +38,12 @@ def test_both_ways_of_reading_a_stored_chunk_give_the_bytes_in_the_file(
     assert read is not None and read.plan is None  # stored, not encoded
     with h5py.File(entry.source.paths[0]) as f:
         _, expected = f["t"].id.read_direct_chunk((2, 0, 0))
-    assert pipeline.read_chunk(entry, read) == expected  # the thread-pool path
-    cached = pipeline.read_if_cached(read)  # the event-loop path (None if not in memory)
-    assert cached is None or bytes(cached) == expected
+        var = f["t"]
+        assert_served_as_stored(pipeline.read_chunk(entry, read), var, expected)  # thread pool
+        cached = pipeline.read_if_cached(read)  # the event loop (None if not in memory)
+        assert cached is not None or not NOWAIT
+        if cached is not None:
+            assert_served_as_stored(bytes(cached), var, expected)
 
 
 def test_a_restart_answers_from_the_saved_view_without_opening_the_dataset(
@@ -84,7 +88,28 @@ def test_a_view_saved_by_another_outcrop_version_is_built_again(
     assert "marker" not in rebuilt.documents
     assert rebuilt.documents == view.documents
     (kept,) = (pipeline.settings.data_dir / "zarr").glob("*-v2.pickle")
-    assert "-99.0-" in kept.name
+    assert "-99.0." in kept.name
+
+
+def test_a_view_saved_before_the_layout_changed_is_built_again(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change in what views serve (VIEW_LAYOUT) under an unchanged package version, as
+    in a source checkout: views saved before it are not used."""
+    import dataclasses
+    import pickle
+
+    entry = pipeline.entry("grid")
+    monkeypatch.setattr("outcrop.pipeline.VIEW_LAYOUT", 1)
+    pipeline.zarr_view(entry, 2)
+    (saved,) = (pipeline.settings.data_dir / "zarr").glob("*-v2.pickle")
+    view = pickle.loads(saved.read_bytes())
+    saved.write_bytes(pickle.dumps(dataclasses.replace(view, documents={"marker": b"old"})))
+    assert "marker" in Pipeline(pipeline.settings, pipeline.catalog).zarr_view(entry, 2).documents
+    monkeypatch.undo()
+    assert (
+        "marker" not in Pipeline(pipeline.settings, pipeline.catalog).zarr_view(entry, 2).documents
+    )
 
 
 def test_a_mirrored_view_carries_the_attributes_a_declaration_adds_or_hides(

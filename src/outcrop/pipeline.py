@@ -24,12 +24,14 @@ from outcrop.drivers.grid import read_stored, stored_chunks, stored_group
 from outcrop.errors import SourceError, TooLarge
 from outcrop.formats.mirror import build_stored_view
 from outcrop.formats.zarr import (
+    VIEW_LAYOUT,
     ArrayPlan,
     ZarrFormat,
     ZarrView,
     build_view,
     compress_block,
     encode_chunk,
+    frame_stream,
     transcode_chunk,
 )
 from outcrop.http import package_version
@@ -85,7 +87,8 @@ def zarr_format_of(key: str) -> ZarrFormat:
 @dataclass(frozen=True)
 class ChunkRead:
     """Where a chunk's bytes come from: ready bytes, a file range, a chunk to encode
-    (`plan` alone), or a file range to transcode (`plan` and `fd`)."""
+    (`plan` alone), or a file range to transcode (`plan` and `fd`). A file range with
+    `framed` set goes out as the Blosc chunk that plan declares (`frame_stream`)."""
 
     key: Hashable
     data: bytes | None = None
@@ -95,6 +98,7 @@ class ChunkRead:
     plan: ArrayPlan | None = None
     coords: tuple[int, ...] = ()
     zarr_format: ZarrFormat = 2
+    framed: ArrayPlan | None = None
 
 
 class Pipeline:
@@ -171,7 +175,7 @@ class Pipeline:
         name = hashlib.sha256(entry.id.encode()).hexdigest()[:24]
         folder = self.settings.data_dir / "zarr"
         codec = self.settings.zarr_codec
-        made_by = package_version()
+        made_by = f"{package_version()}.{VIEW_LAYOUT}"
         return (
             folder
             / f"{name}-{entry.version}-{made_by}-v{fmt}{'' if codec == 'stored' else codec}.pickle"
@@ -237,7 +241,8 @@ class Pipeline:
             chunk = ".".join(map(str, coords))
             key = f"{entry.id}@{entry.version}/{view.codec}/{plan.name}/{chunk}"
             return ChunkRead(key, fd=fd, offset=raw.offset, size=raw.size, plan=plan)
-        return ChunkRead(cache_key, fd=fd, offset=raw.offset, size=raw.size)
+        framed = plan if plan.framed else None
+        return ChunkRead(cache_key, fd=fd, offset=raw.offset, size=raw.size, framed=framed)
 
     def read_if_cached(self, read: ChunkRead) -> bytearray | None:
         """A stored chunk's bytes if the OS has them in memory, else None — never blocks.
@@ -249,9 +254,15 @@ class Pipeline:
             return self._transcoded_if_cached(read)
         if read.fd < 0 or not NOWAIT:
             return None
-        buffer = bytearray(read.size)
+        header = b""
+        if read.framed is not None:
+            if read.size == read.framed.nbytes():
+                return None  # a stream to inflate first: not on the event loop
+            header = read.framed.frame_header(read.size)
+        buffer = bytearray(len(header) + read.size)
+        buffer[: len(header)] = header
         try:
-            got = os.preadv(read.fd, [buffer], read.offset, NOWAIT)
+            got = os.preadv(read.fd, [memoryview(buffer)[len(header) :]], read.offset, NOWAIT)
         except OSError:  # EAGAIN: not in memory; EOPNOTSUPP: the file system can't say
             return None
         return buffer if got == read.size else None
@@ -267,7 +278,8 @@ class Pipeline:
         if read.plan is not None:
             return self._transcode(entry, read)
         # Stored chunks are not kept: the OS page cache holds their bytes already.
-        return self._pread(entry, read)
+        data = self._pread(entry, read)
+        return data if read.framed is None else frame_stream(read.framed, data)
 
     def _pread(self, entry: Entry, read: ChunkRead) -> bytes:
         data = os.pread(read.fd, read.size, read.offset)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server, assert_served_as_stored, start_server
 
 GOES = [
     "sci_gxrs-l2-irrad_g13_d20170901_truncated",
@@ -185,6 +185,19 @@ def write_nc4(path: Path, text: bool = True) -> None:
             "bigendian_bz", ">f4", ("y", "x"), compression="bzip2", endian="big"
         )
         be_bz[:] = GRID
+        # a chunk whose zlib stream is exactly as long as the chunk: Blosc would take such
+        # a stream for uncompressed bytes (the seed and the zeros were searched for that)
+        nc.createDimension("n", NOISY)
+        nc.createVariable("noisy", "i4", ("n",), zlib=True, chunksizes=(NOISY,))[:] = noisy()
+
+
+NOISY = 1024
+
+
+def noisy() -> np.ndarray[Any, Any]:
+    values = np.random.default_rng(2).integers(-(2**31), 2**31 - 1, NOISY).astype("i4")
+    values[:16] = 0
+    return values
 
 
 def write_nc3(path: Path) -> None:
@@ -312,7 +325,7 @@ def chunk_url(base: str, name: str, coords: tuple[int, ...], fmt: int) -> str:
     ("name", "coords"),
     [("edge", (1, 2, 2)), ("checked", (1, 0)), ("bigendian", (0, 0)), ("v_u8", (2, 2))],
 )
-def test_stored_chunks_are_served_byte_for_byte(
+def test_stored_chunks_go_out_with_their_bytes_unchanged(
     awkward_server: Server,
     awkward: Path,
     ds_id: str,
@@ -320,21 +333,44 @@ def test_stored_chunks_are_served_byte_for_byte(
     coords: tuple[int, ...],
     zarr_format: int,
 ) -> None:
-    """zlib/shuffle/fletcher32 chunks go out exactly as HDF5 stored them."""
+    """zlib/shuffle/fletcher32 chunks go out with the bytes HDF5 stored, never decoded:
+    zlib ones behind a Blosc header, the others as they are."""
     base = f"{awkward_server.url}/zarr/{ds_id}"
     with h5py.File(awkward / f"{ds_id}.nc") as f:
         var = f[name]
         offset = tuple(i * c for i, c in zip(coords, var.chunks, strict=True))
         mask, stored = var.id.read_direct_chunk(offset)
-    assert mask == 0
-    assert get_bytes(chunk_url(base, name, coords, zarr_format)) == stored
+        assert mask == 0
+        assert_served_as_stored(get_bytes(chunk_url(base, name, coords, zarr_format)), var, stored)
 
 
-def stored_chunk(folder: Path, ds_id: str, name: str, coords: tuple[int, ...]) -> bytes:
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("ds_id", NC4)
+def test_a_stored_stream_as_long_as_its_chunk_goes_out_inflated(
+    awkward_server: Server, awkward: Path, ds_id: str, zarr_format: int
+) -> None:
+    """Blosc copies a stream as long as its block instead of inflating it: that one chunk
+    goes out inflated (still shuffled, as Blosc expects), and decodes to the values."""
+    with h5py.File(awkward / f"{ds_id}.nc") as f:
+        stored = f["noisy"].id.read_direct_chunk((0,))[1]
+    assert len(stored) == NOISY * 4  # what makes this chunk the case tested here
+    url = chunk_url(f"{awkward_server.url}/zarr/{ds_id}", "noisy", (0,), zarr_format)
+    served = get_bytes(url)
+    assert np.array_equal(np.frombuffer(numcodecs.Blosc().decode(served), "<i4"), noisy())
+    remote = xr.open_zarr(f"{awkward_server.url}/zarr/{ds_id}", zarr_format=zarr_format)
+    assert np.array_equal(remote["noisy"].values, noisy())
+
+
+def served_as_stored(
+    folder: Path, ds_id: str, name: str, coords: tuple[int, ...], url: str
+) -> bytes:
+    """The bytes at `url`, checked to be the stored chunk at `coords` as served."""
+    served = get_bytes(url)
     with h5py.File(folder / f"{ds_id}.nc") as f:
         var = f[name]
         offset = tuple(i * c for i, c in zip(coords, var.chunks, strict=True))
-        return bytes(var.id.read_direct_chunk(offset)[1])
+        assert_served_as_stored(served, var, bytes(var.id.read_direct_chunk(offset)[1]))
+    return served
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -375,9 +411,9 @@ def test_a_byte_range_of_a_stored_chunk_is_that_range_of_the_files_bytes(
     """RFC 9110 §14, as nginx answers a static copy: one range is a 206 of the stored
     bytes; past the end a 416; several ranges, a malformed one or an `If-Range` naming
     another version get the whole chunk."""
-    stored = stored_chunk(awkward, "nc4_numeric", "edge", (1, 2, 2))
-    size = len(stored)
     url = chunk_url(f"{awkward_server.url}/zarr/nc4_numeric", "edge", (1, 2, 2), zarr_format)
+    stored = served_as_stored(awkward, "nc4_numeric", "edge", (1, 2, 2), url)
+    size = len(stored)
     etag = httpx.head(url).headers["etag"]
     assert httpx.head(url).headers["accept-ranges"] == "bytes"
     for asked, (start, stop) in {
@@ -479,9 +515,7 @@ def test_chunks_larger_than_the_variable_are_served_raw(
     """An unlimited dim chunked by 1024 on disk with 6 values: the file's chunk, as is."""
     base = f"{awkward_server.url}/zarr/{ds_id}"
     assert get_json(f"{base}/bigchunk/.zarray")["chunks"] == [1024]
-    with h5py.File(awkward / f"{ds_id}.nc") as f:
-        stored = f["bigchunk"].id.read_direct_chunk((0,))[1]
-    assert get_bytes(f"{base}/bigchunk/0") == stored
+    served_as_stored(awkward, ds_id, "bigchunk", (0,), f"{base}/bigchunk/0")
 
 
 @pytest.mark.parametrize(
@@ -520,10 +554,8 @@ def test_variable_named_c_is_not_taken_for_a_v3_key(awkward_server: Server, awkw
     v2 = get_json(f"{base}/c/.zarray")
     v3 = get_json(f"{base}/c/zarr.json")
     assert v2["zarr_format"] == 2 and v3["zarr_format"] == 3
-    with h5py.File(awkward / "named_c.nc") as f:
-        stored = f["c"].id.read_direct_chunk((3, 2))[1]
-    assert get_bytes(f"{base}/c/1.1") == stored
-    assert get_bytes(f"{base}/c/c/1/1") == stored
+    for url in (f"{base}/c/1.1", f"{base}/c/c/1/1"):
+        served_as_stored(awkward, "named_c", "c", (1, 1), url)
 
 
 def test_zarr_source_chunks_follow_the_source_chunking(awkward_server: Server) -> None:
@@ -638,12 +670,12 @@ def test_pipelined_requests_get_their_own_answers_in_order(
                     break
             answers.append((status, body))
             client.start_next_cycle()
-    with h5py.File(awkward / "nc4_numeric.nc") as f:
-        stored = {c: f["edge"].id.read_direct_chunk(c)[1] for c in ((4, 8, 6), (0, 0, 0))}
     one_by_one = [httpx.request(m, f"{awkward_server.url}{t}") for m, t in targets]
     assert [status for status, _ in answers] == [200, 200, 200, 404, 200, 200, 200]
-    assert answers[1][1] == stored[4, 8, 6]
-    assert answers[6][1] == stored[0, 0, 0]
+    with h5py.File(awkward / "nc4_numeric.nc") as f:
+        var = f["edge"]
+        assert_served_as_stored(answers[1][1], var, var.id.read_direct_chunk((4, 8, 6))[1])
+        assert_served_as_stored(answers[6][1], var, var.id.read_direct_chunk((0, 0, 0))[1])
     assert answers[2][1] == b""
     assert len(answers[4][1]) > 1 << 16  # larger than what the server holds back
     assert len(answers[5][1]) > 1 << 16
@@ -651,20 +683,24 @@ def test_pipelined_requests_get_their_own_answers_in_order(
         assert body == alone.content, target  # as on a connection of its own
 
 
-def assert_warns_only_of_what_docs_zarr_md_names(url: str, zarr_format: int | None) -> None:
+def assert_warns_only_of_what_docs_zarr_md_names(
+    url: str, zarr_format: int | None, numcodecs_v3: bool = False
+) -> None:
     """zarr-python and xarray find nothing to warn about in what Outcrop serves (a fill
     value, attribute or codec they cannot take) but the two warnings docs/zarr.md tells
     users of: without `zarr_format`, both formats are there and v3 is used; in v3, a
-    file's zlib and shuffle are numcodecs codecs. Zarr v2 warns of nothing."""
+    file's fletcher32 chunks are declared with numcodecs codecs (`numcodecs_v3`: the
+    dataset has such a variable; zlib and shuffle alone go out as Blosc, a v3 codec).
+    Zarr v2 warns of nothing."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xr.open_zarr(url, zarr_format=zarr_format).load()
     messages = [f"{w.category.__name__}: {w.message}" for w in caught]
     both = [m for m in messages if "Both zarr.json (Zarr format 3) and .zgroup" in m]
     assert len(both) == (1 if zarr_format is None else 0), messages
-    numcodecs_v3 = [m for m in messages if "Numcodecs codecs are not in the Zarr version 3" in m]
-    assert zarr_format != 2 or numcodecs_v3 == [], messages
-    assert [m for m in messages if m not in both + numcodecs_v3] == []
+    numcodecs = [m for m in messages if "Numcodecs codecs are not in the Zarr version 3" in m]
+    assert bool(numcodecs) == (numcodecs_v3 and zarr_format != 2), messages
+    assert [m for m in messages if m not in both + numcodecs] == []
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3, None])
@@ -681,4 +717,4 @@ def test_awkward_variables_warn_only_of_what_docs_zarr_md_names(
     awkward_server: Server, ds_id: str, zarr_format: int | None
 ) -> None:
     url = f"{awkward_server.url}/zarr/{ds_id}"
-    assert_warns_only_of_what_docs_zarr_md_names(url, zarr_format)
+    assert_warns_only_of_what_docs_zarr_md_names(url, zarr_format, numcodecs_v3=ds_id in NC4)

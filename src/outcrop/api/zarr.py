@@ -21,7 +21,7 @@ from outcrop.api.conditional import UNSATISFIABLE, byte_range, none_match
 from outcrop.api.errors import problem
 from outcrop.catalog import Entry
 from outcrop.errors import DatasetNotFound, OutcropError
-from outcrop.formats.zarr import ZarrView
+from outcrop.formats.zarr import VIEW_LAYOUT, ZarrView
 from outcrop.log import logger
 from outcrop.pipeline import Pipeline, zarr_format_of
 
@@ -73,7 +73,7 @@ class ZarrApp:
         # from the dataset version, the format and the codec, as the documents do.
         codec = "" if view.codec == "stored" else f"-{view.codec}"
         mirror = "-m" if view.mirror else ""  # the documents differ from xarray's
-        etag = f'"{entry.version}-{fmt}{codec}{mirror}"'
+        etag = f'"{entry.version}-z{VIEW_LAYOUT}-{fmt}{codec}{mirror}"'
         asked = request_headers(scope)
         doc, read = None, None
         if not key:

@@ -29,8 +29,9 @@ from outcrop.formats.zarr import (
     ZarrCodec,
     ZarrFormat,
     ZarrView,
-    numcodec,
+    file_codecs,
     served_codecs,
+    stored_codecs,
     whole_in_pieces,
 )
 from outcrop.model import StoredGroup, StoredVariable
@@ -62,11 +63,13 @@ def _plan(var: StoredVariable, zarr_format: ZarrFormat, codec: ZarrCodec) -> Arr
         if not np.array_equal(declared, fill, equal_nan=dtype.kind == "f"):
             raw = None
     if raw is not None:
-        codecs = tuple(numcodec(c, param) for c, param in raw.filters)
-        source: tuple[Any, ...] | None = None
         if codec != "stored":
-            source, codecs = codecs, served_codecs(codec, dtype.itemsize)
-        return ArrayPlan(var.name, var.shape, raw.chunks, dtype, raw, codecs, source_codecs=source)
+            codecs, source = served_codecs(codec, dtype.itemsize), file_codecs(raw)
+            return ArrayPlan(
+                var.name, var.shape, raw.chunks, dtype, raw, codecs, source_codecs=source
+            )
+        codecs, framed = stored_codecs(raw)
+        return ArrayPlan(var.name, var.shape, raw.chunks, dtype, raw, codecs, framed=framed)
     layout = dtype if zarr_format == 2 else dtype.newbyteorder("<")
     codecs = served_codecs("zstd" if codec == "stored" else codec, dtype.itemsize)
     chunks = var.chunks or whole_in_pieces(list(var.shape), dtype.itemsize)

@@ -2,8 +2,16 @@
 
 Metadata is what xarray itself writes for the dataset (`to_zarr(compute=False)` into
 memory), so CF attributes and encodings reach the client exactly as a local write would
-store them. Chunks of HDF5 variables whose filters numcodecs decodes are declared with
-those filters and served as stored; every other chunk is encoded on request.
+store them. Chunks of HDF5 variables whose filters numcodecs decodes are served as stored;
+every other chunk is encoded on request.
+
+A stored zlib chunk (with or without HDF5's byte shuffle before it) goes out as a Blosc
+chunk: the 24-byte header of a Blosc chunk of one block holding one zlib stream, then the
+stored bytes unchanged (`frame_header`). Blosc's decoder inflates that stream as
+`numcodecs.Zlib` would and undoes the shuffle itself, in C and without the GIL, where
+`numcodecs.Shuffle` holds it: clients read such chunks faster, and `blosc` is a codec of
+the Zarr v3 specification, which `numcodecs.zlib` and `numcodecs.shuffle` are not. Other
+filter chains (fletcher32) are declared as the file's own filters.
 
 With a codec chosen (`zarr_codec = "lz4"` or `"zstd"`), stored chunks are transcoded
 instead: their bytes are decoded through the file's filters and compressed with a codec
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +38,9 @@ if TYPE_CHECKING:
     from outcrop.model import StoredChunks
 
 ZarrFormat = Literal[2, 3]
+# Raised whenever the documents or chunk bytes a view serves change for the same data:
+# views saved in the data folder, and the ETags clients revalidate with, follow it.
+VIEW_LAYOUT = 2
 ZarrCodec = Literal["stored", "lz4", "zstd"]
 BLOSC_CLEVEL = 5  # zarr-python's default Blosc level
 ENCODED_CLEVEL = 1
@@ -36,6 +48,15 @@ METADATA_KEYS = {2: ".zmetadata", 3: "zarr.json"}
 # A variable stored whole (NetCDF3, contiguous NetCDF4) is cut into chunks of about this
 # many bytes, so one request never decodes a whole large variable.
 TARGET_CHUNK_BYTES = 4 * 2**20
+# A Blosc chunk (c-blosc 1 format, README_HEADER): version 2, zlib's format version 1,
+# flags (bit 0 byte shuffle, bit 4 one stream per block, bits 5-7 the codec: 3 = zlib),
+# typesize, decoded size, block size and whole size; then the offset of the one block
+# and the size of its one stream.
+BLOSC_HEADER = struct.Struct("<BBBBiiiii")
+BLOSC_ZLIB_FLAGS = 0x10 | 3 << 5
+BLOSC_SHUFFLE = 0x01
+# c-blosc 1 refuses blocks over about 715 MB; a chunk is framed only well below that.
+BLOSC_MAX_FRAMED = 2**28
 _INDEX = r"(?:0|[1-9][0-9]*)"
 _V2_CHUNK = re.compile(rf"{_INDEX}(?:\.{_INDEX})*")
 _V3_CHUNK = re.compile(rf"c(?:/{_INDEX})*")
@@ -51,6 +72,7 @@ class ArrayPlan:
     `char_dim` marks a fixed-width string variable served as characters (NetCDF `S1`).
     `from_file` (views mirroring a file as stored): a chunk not served as stored is the
     file's stored values of its region, compressed, rather than the dataset's, CF-encoded.
+    `framed`: stored chunks are one zlib stream each, served behind a Blosc header.
     """
 
     name: str
@@ -62,6 +84,21 @@ class ArrayPlan:
     char_dim: bool = False
     source_codecs: tuple[Any, ...] | None = None
     from_file: bool = False  # unstored chunks: the file's values as stored, not CF-encoded
+    framed: bool = False
+
+    def nbytes(self) -> int:
+        """The size of one chunk decoded."""
+        return math.prod(self.chunks) * self.dtype.itemsize
+
+    def frame_header(self, stream: int) -> bytes:
+        """The Blosc header that makes a stored zlib stream of `stream` bytes a Blosc chunk.
+
+        Blosc takes a stream exactly as long as the block it decodes to as stored, not
+        compressed: such a chunk must be inflated first (`frame_stream`)."""
+        nbytes, typesize = self.nbytes(), self.dtype.itemsize
+        flags = BLOSC_ZLIB_FLAGS | (BLOSC_SHUFFLE if self.codecs[0].shuffle else 0)
+        whole = BLOSC_HEADER.size + stream
+        return BLOSC_HEADER.pack(2, 1, flags, typesize, nbytes, nbytes, whole, 20, stream)
 
     def grid(self) -> tuple[int, ...]:
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunks, strict=True))
@@ -191,11 +228,12 @@ def _plan(
     ):
         raw = None
     source: tuple[Any, ...] | None = None
+    framed = False
     if raw is not None:
-        codecs = tuple(numcodec(c, param) for c, param in raw.filters)
         chunks, layout = raw.chunks, np.dtype(raw.dtype)
+        codecs, framed = stored_codecs(raw)
         if codec != "stored":
-            source, codecs = codecs, served_codecs(codec, layout.itemsize)
+            source, codecs, framed = file_codecs(raw), served_codecs(codec, layout.itemsize), False
         declared = _declare(codecs, layout, zarr_format)
         if zarr_format == 3:  # v3 keeps the fill apart from _FillValue: make it the file's
             declared["fill_value"] = np.frombuffer(raw.fill, dtype=layout)[0]
@@ -204,7 +242,7 @@ def _plan(
         chunks = _encoded_chunks(var, dtype.itemsize)
         layout = dtype if zarr_format == 2 else dtype.newbyteorder("<")
         declared = _declare(codecs, layout, zarr_format)
-    plan = ArrayPlan(name, var.shape, chunks, layout, raw, codecs, char_dim, source)
+    plan = ArrayPlan(name, var.shape, chunks, layout, raw, codecs, char_dim, source, framed=framed)
     return plan, {"chunks": chunks, **declared}
 
 
@@ -265,6 +303,37 @@ def served_codecs(codec: ZarrCodec, itemsize: int) -> tuple[Any, ...]:
         shuffle = Blosc.SHUFFLE if itemsize > 1 else Blosc.NOSHUFFLE
         return (Blosc(cname="lz4", clevel=BLOSC_CLEVEL, shuffle=shuffle),)
     return (numcodec("zstd", ENCODED_CLEVEL),)
+
+
+def file_codecs(raw: StoredChunks) -> tuple[Any, ...]:
+    """The numcodecs codecs of a stored variable's HDF5 filters, in the order applied."""
+    return tuple(numcodec(c, param) for c, param in raw.filters)
+
+
+def stored_codecs(raw: StoredChunks) -> tuple[tuple[Any, ...], bool]:
+    """The codecs to declare for serving `raw`'s chunks as stored, and whether they go out
+    framed as Blosc chunks: zlib alone or after shuffle is Blosc-zlib with one block."""
+    filters = [c for c, _ in raw.filters]
+    itemsize = np.dtype(raw.dtype).itemsize
+    size = math.prod(raw.chunks) * itemsize
+    if filters in (["zlib"], ["shuffle", "zlib"]) and 0 < size <= BLOSC_MAX_FRAMED:
+        from numcodecs import Blosc
+
+        shuffled = filters[0] == "shuffle" and itemsize > 1
+        level = raw.filters[-1][1]
+        shuffle = Blosc.SHUFFLE if shuffled else Blosc.NOSHUFFLE
+        return (Blosc(cname="zlib", clevel=level, shuffle=shuffle),), True
+    return file_codecs(raw), False
+
+
+def frame_stream(plan: ArrayPlan, stream: bytes) -> bytes:
+    """A stored chunk as the Blosc chunk its plan declares: the header, then the stream;
+    a stream as long as its chunk decoded (Blosc would copy it as it is) goes inflated."""
+    if len(stream) == plan.nbytes():
+        import zlib
+
+        stream = zlib.decompress(stream)
+    return plan.frame_header(len(stream)) + stream
 
 
 def numcodec(codec: str, param: int) -> Any:
