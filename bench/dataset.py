@@ -149,6 +149,7 @@ def write_zarr_copies(root: Path) -> None:
     import h5py
     import numcodecs
     import xarray as xr
+    from zarr.codecs import BloscCodec
 
     src = xr.open_dataset(root / "nc" / "grid.nc", chunks={})
     for v in src.variables.values():
@@ -156,11 +157,14 @@ def write_zarr_copies(root: Path) -> None:
         v.encoding = {k: v.encoding[k] for k in keep if k in v.encoding}
     # zarr warns that consolidated metadata is not in the v3 spec
     warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
-    blosc_zlib = numcodecs.Blosc(cname="zlib", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+    blosc_zlib = {
+        2: numcodecs.Blosc(cname="zlib", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE),
+        3: BloscCodec(cname="zlib", clevel=1, shuffle="shuffle", typesize=4),
+    }
     for fmt, suffix in ((2, ""), (3, ""), (2, "z"), (3, "z")):
         out = root / f"zarr{fmt}{suffix}" / "grid.zarr"
         out.parent.mkdir(parents=True, exist_ok=True)
-        codecs = {"compressors": [blosc_zlib]} if suffix else {}
+        codecs = {"compressors": [blosc_zlib[fmt]]} if suffix else {}
         encoding = {"temp": {"chunks": (1, NY, NX), **codecs}}
         src.to_zarr(out, zarr_format=fmt, consolidated=True, mode="w", encoding=encoding)
         if suffix:
