@@ -404,7 +404,8 @@ def summary_table(suite: Suite, doc: dict[str, Any], contenders: list[dict[str, 
             x, met = verdict(target, key, row, ref)
             measured = f"{met} ({value_text(key, row)}, {x}x target)"
             cells[name] = measured if row.value is not None else "not measured"
-            ref2_cells[name] = f"{ratio_text(row, ref2)}x"
+            ratio2 = ratio_text(row, ref2)
+            ref2_cells[name] = ratio2 if ratio2 == "—" else f"{ratio2}x"
             texts.append(target.text)
         if not cells:
             continue
