@@ -361,6 +361,30 @@ def test_a_stored_stream_as_long_as_its_chunk_goes_out_inflated(
     assert np.array_equal(remote["noisy"].values, noisy())
 
 
+# the variables of the awkward NetCDF-4 files compressed with zlib (alone or after shuffle)
+ZLIB_VARIABLES = ["edge", "v_i1", "v_u2", "v_i8", "v_u8", "flags", "bigendian", "holes", "noisy"]
+
+
+@pytest.mark.parametrize("driver", ["zarr", "zarr3"])
+@pytest.mark.parametrize("ds_id", NC4)
+def test_tensorstore_reads_the_stored_values(
+    awkward_server: Server, awkward: Path, ds_id: str, driver: str
+) -> None:
+    """tensorstore, a Zarr implementation of its own (C++, with its own Blosc), reads every
+    zlib variable as the file stores it, in v2 and v3: Outcrop's framed chunks are plain
+    Blosc chunks to any reader, not only to numcodecs."""
+    import tensorstore as ts
+
+    base = f"{awkward_server.url}/zarr/{ds_id}/"
+    with h5py.File(awkward / f"{ds_id}.nc") as f:
+        for name in ZLIB_VARIABLES:
+            kvstore = {"driver": "http", "base_url": base, "path": f"{name}/"}
+            array = ts.open({"driver": driver, "kvstore": kvstore}, read=True).result()
+            values = array.read().result()
+            assert values.dtype == f[name].dtype.newbyteorder("="), name
+            assert np.array_equal(values, f[name][...]), name
+
+
 def served_as_stored(
     folder: Path, ds_id: str, name: str, coords: tuple[int, ...], url: str
 ) -> bytes:
