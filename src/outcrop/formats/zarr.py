@@ -231,9 +231,10 @@ def _plan(
     framed = False
     if raw is not None:
         chunks, layout = raw.chunks, np.dtype(raw.dtype)
-        codecs, framed = stored_codecs(raw)
         if codec != "stored":
-            source, codecs, framed = file_codecs(raw), served_codecs(codec, layout.itemsize), False
+            source, codecs = file_codecs(raw), served_codecs(codec, layout.itemsize)
+        else:
+            codecs, framed = stored_codecs(raw)
         declared = _declare(codecs, layout, zarr_format)
         if zarr_format == 3:  # v3 keeps the fill apart from _FillValue: make it the file's
             declared["fill_value"] = np.frombuffer(raw.fill, dtype=layout)[0]
